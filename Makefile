@@ -1,0 +1,42 @@
+# Every target creates or refreshes .venv first, so `make serve` and `make test`
+# work on a fresh machine with nothing installed by hand.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install serve test test-all lint proto proto-check migrate bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU wheel on local disk, never a CUDA build.
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: install
+	$(PY) -m service serve
+
+migrate: install
+	$(PY) -m service migrate
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check service ingest tests benchmarks scripts
+	$(VENV)/bin/ruff format --check service ingest tests benchmarks scripts
+	$(VENV)/bin/mypy
+	$(PY) scripts/gen_protos.py --check
+
+proto: install
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""gRPC transport: the only layer that imports grpc or the generated stubs."""

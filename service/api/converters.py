@@ -1,0 +1,316 @@
+"""Protobuf <-> domain conversions for every message family (the servicers only call these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
+from service.core.agents import AgentFields
+from service.core.datastore_config import ConfigRequest
+from service.core.datastores import DatastoreFields
+from service.core.validation import parse_uuid
+from service.errors import InvalidArgument
+from service.models import (
+    Agent,
+    AgentDatastoreLink,
+    ChunkInput,
+    Datastore,
+    DatastoreReport,
+    Document,
+    DocumentInput,
+    DocumentResult,
+    Hit,
+    IngestStatus,
+    JsonObject,
+    Metric,
+    QueryResult,
+    QuerySpec,
+    SearchMode,
+    StoredChunk,
+)
+
+METRIC_TO_PB = {
+    Metric.COSINE: pb.COSINE,
+    Metric.EUCLIDEAN: pb.EUCLIDEAN,
+    Metric.DOT: pb.DOT,
+    Metric.MANHATTAN: pb.MANHATTAN,
+}
+METRIC_FROM_PB = {v: k for k, v in METRIC_TO_PB.items()}
+MODE_TO_PB = {
+    SearchMode.VECTOR: pb.VECTOR,
+    SearchMode.HYBRID: pb.HYBRID,
+    SearchMode.KEYWORD: pb.KEYWORD,
+}
+MODE_FROM_PB = {v: k for k, v in MODE_TO_PB.items()}
+STATUS_TO_PB = {
+    IngestStatus.CREATED: pb.CREATED,
+    IngestStatus.UPDATED: pb.UPDATED,
+    IngestStatus.UNCHANGED: pb.UNCHANGED,
+    IngestStatus.FAILED: pb.FAILED,
+}
+
+
+def metric_from_pb(value: int) -> Metric | None:
+    if value == pb.SIMILARITY_METRIC_UNSPECIFIED:
+        return None
+    if value not in METRIC_FROM_PB:
+        raise InvalidArgument(f"similarity_metric {value} is not a known metric")
+    return METRIC_FROM_PB[value]  # type: ignore[index]
+
+
+def mode_from_pb(value: int) -> SearchMode | None:
+    if value == pb.SEARCH_MODE_UNSPECIFIED:
+        return None
+    if value not in MODE_FROM_PB:
+        raise InvalidArgument(f"mode {value} is not a known search mode")
+    return MODE_FROM_PB[value]  # type: ignore[index]
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def struct(value: JsonObject) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out
+
+
+def from_struct(value: struct_pb2.Struct) -> JsonObject:
+    data: dict[str, Any] = json_format.MessageToDict(value)
+    return data
+
+
+# ------------------------------------------------------------------ datastores
+
+
+def config_request(config: pb.DatastoreConfig) -> ConfigRequest:
+    return ConfigRequest(
+        embedding_model=config.embedding_model,
+        dimensions=config.dimensions,
+        chunk_size=config.chunk_size,
+        chunk_overlap=config.chunk_overlap if config.HasField("chunk_overlap") else None,
+        search_mode=mode_from_pb(config.search_mode),
+        hnsw_m=config.hnsw.m,
+        hnsw_ef_construction=config.hnsw.ef_construction,
+        hnsw_ef_search=config.hnsw.ef_search,
+        low_confidence_fallback=(
+            config.low_confidence_fallback if config.HasField("low_confidence_fallback") else None
+        ),
+    )
+
+
+def create_datastore_fields(request: pb.CreateDatastoreRequest) -> DatastoreFields:
+    return DatastoreFields(
+        name=request.name,
+        description=request.description,
+        type=request.type,
+        metric=metric_from_pb(request.similarity_metric),
+        similarity_threshold=(
+            request.similarity_threshold if request.HasField("similarity_threshold") else None
+        ),
+        max_results=request.max_results if request.HasField("max_results") else None,
+        config=config_request(request.config),
+    )
+
+
+def update_datastore_fields(datastore: pb.Datastore) -> DatastoreFields:
+    return DatastoreFields(
+        name=datastore.name,
+        description=datastore.description,
+        metric=metric_from_pb(datastore.similarity_metric),
+        similarity_threshold=datastore.similarity_threshold,
+        max_results=datastore.max_results,
+        config=config_request(datastore.config),
+    )
+
+
+def datastore(d: Datastore) -> pb.Datastore:
+    c = d.config
+    return pb.Datastore(
+        id=str(d.id),
+        user_id=str(d.user_id),
+        name=d.name,
+        description=d.description,
+        type=d.type,
+        config=pb.DatastoreConfig(
+            embedding_model=c.embedding_model,
+            dimensions=c.dimensions,
+            chunk_size=c.chunk_size,
+            chunk_overlap=c.chunk_overlap,
+            search_mode=MODE_TO_PB[c.search_mode],
+            hnsw=pb.HnswConfig(
+                m=c.hnsw.m, ef_construction=c.hnsw.ef_construction, ef_search=c.hnsw.ef_search
+            ),
+            low_confidence_fallback=c.low_confidence_fallback,
+        ),
+        similarity_metric=METRIC_TO_PB[d.metric],
+        similarity_threshold=d.similarity_threshold,
+        max_results=d.max_results,
+        created_at=timestamp(d.created_at),
+        updated_at=timestamp(d.updated_at),
+        document_count=d.document_count,
+        chunk_count=d.chunk_count,
+    )
+
+
+# ------------------------------------------------------------------ agents
+
+
+def agent_fields(request: pb.CreateAgentRequest) -> AgentFields:
+    return AgentFields(
+        name=request.name,
+        description=request.description,
+        system_instructions=request.system_instructions,
+        assistant_instructions=request.assistant_instructions,
+        active=request.active,
+    )
+
+
+def agent(a: Agent) -> pb.Agent:
+    return pb.Agent(
+        id=str(a.id),
+        user_id=str(a.user_id),
+        name=a.name,
+        description=a.description,
+        system_instructions=a.system_instructions,
+        assistant_instructions=a.assistant_instructions,
+        active=a.active,
+        created_at=timestamp(a.created_at),
+        updated_at=timestamp(a.updated_at),
+    )
+
+
+def link(a: AgentDatastoreLink) -> pb.AgentDatastore:
+    return pb.AgentDatastore(
+        id=str(a.id),
+        agent_id=str(a.agent_id),
+        datastore_id=str(a.datastore_id),
+        created_at=timestamp(a.created_at),
+    )
+
+
+# ------------------------------------------------------------------ documents
+
+
+def document_input(doc: pb.DocumentInput) -> DocumentInput:
+    return DocumentInput(
+        external_id=doc.external_id,
+        title=doc.title,
+        source=doc.source,
+        text=doc.text,
+        chunks=tuple(
+            ChunkInput(
+                content=c.content,
+                vector=np.asarray(c.vector, dtype=np.float32) if c.vector else None,
+                metadata=from_struct(c.metadata),
+            )
+            for c in doc.chunks
+        ),
+        metadata=from_struct(doc.metadata),
+    )
+
+
+def document_result(r: DocumentResult) -> pb.DocumentResult:
+    return pb.DocumentResult(
+        external_id=r.external_id,
+        document_id=str(r.document_id) if r.document_id else "",
+        status=STATUS_TO_PB[r.status],
+        chunk_count=r.chunk_count,
+        error=r.error,
+    )
+
+
+def document(d: Document) -> pb.Document:
+    return pb.Document(
+        id=str(d.id),
+        datastore_id=str(d.datastore_id),
+        external_id=d.external_id,
+        title=d.title,
+        source=d.source,
+        content_sha256=d.content_sha256,
+        metadata=struct(d.metadata),
+        chunk_count=d.chunk_count,
+        created_at=timestamp(d.created_at),
+        updated_at=timestamp(d.updated_at),
+    )
+
+
+def chunk(c: StoredChunk) -> pb.Chunk:
+    return pb.Chunk(
+        id=c.id,
+        chunk_index=c.chunk_index,
+        content=c.content,
+        metadata=struct(c.metadata),
+        token_count=c.token_count,
+    )
+
+
+# ------------------------------------------------------------------ retrieval
+
+
+def query_spec(request: pb.QueryRequest) -> QuerySpec:
+    target = request.WhichOneof("target")
+    if target is None:
+        raise InvalidArgument("name a target: datastores.ids or agent_id")
+    query = request.WhichOneof("query")
+    if query is None:
+        raise InvalidArgument("send a query: text or vector")
+    if request.filter.fields:
+        raise InvalidArgument("metadata filters are not available yet")
+    return QuerySpec(
+        datastore_ids=tuple(
+            parse_uuid(i, f"datastores.ids[{n}]") for n, i in enumerate(request.datastores.ids)
+        )
+        if target == "datastores"
+        else (),
+        agent_id=parse_uuid(request.agent_id, "agent_id") if target == "agent_id" else None,
+        text=request.text if query == "text" else None,
+        vector=np.asarray(request.vector.values, dtype=np.float32) if query == "vector" else None,
+        max_results=request.max_results if request.HasField("max_results") else None,
+        similarity_threshold=(
+            request.similarity_threshold if request.HasField("similarity_threshold") else None
+        ),
+        mode=mode_from_pb(request.mode),
+        distinct_documents=request.distinct_documents,
+        exact=request.exact,
+    )
+
+
+def hit(h: Hit) -> pb.Hit:
+    return pb.Hit(
+        datastore_id=str(h.datastore_id),
+        document_id=str(h.document_id),
+        external_id=h.external_id,
+        chunk_id=h.chunk_id,
+        chunk_index=h.chunk_index,
+        title=h.title,
+        content=h.content,
+        metadata=struct(h.metadata),
+        score=h.score,
+        distance=h.distance,
+        below_threshold=h.below_threshold,
+    )
+
+
+def report(r: DatastoreReport) -> pb.DatastoreReport:
+    return pb.DatastoreReport(
+        datastore_id=str(r.datastore_id),
+        similarity_metric=METRIC_TO_PB[r.metric],
+        similarity_threshold=r.similarity_threshold,
+        max_results=r.max_results,
+        hit_count=r.hit_count,
+        fallback=r.fallback,
+    )
+
+
+def query_response(result: QueryResult) -> pb.QueryResponse:
+    return pb.QueryResponse(
+        hits=[hit(h) for h in result.hits], datastores=[report(r) for r in result.reports]
+    )

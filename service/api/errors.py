@@ -1,0 +1,36 @@
+"""The one table from domain errors to gRPC status codes."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import psycopg
+
+from service import errors
+
+_log = logging.getLogger(__name__)
+
+_CODES: dict[type[errors.RetrievalError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a client sees for ``exc``."""
+    for kind in type(exc).__mro__:
+        code = _CODES.get(kind)
+        if code is not None:
+            return code, str(exc)
+    if isinstance(exc, psycopg.OperationalError):
+        _log.warning("database unavailable: %s", exc)
+        return grpc.StatusCode.UNAVAILABLE, "database unavailable, retry shortly"
+    _log.error("internal error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"

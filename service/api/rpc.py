@@ -1,0 +1,52 @@
+"""The wrapper every RPC runs in: authenticate, call the core, map errors to a status."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import grpc
+
+from service.api.errors import status_for
+from service.core.identity import Identity
+from service.errors import Unauthenticated
+from service.models import Principal
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class HasIdentity(Protocol):
+    identity: Identity
+
+
+S = TypeVar("S", bound=HasIdentity)
+
+
+def bearer_token(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value if isinstance(value, str) else value.decode()
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization metadata must be 'Bearer <api key>'")
+            return token.strip()
+    raise Unauthenticated("missing 'authorization: Bearer <api key>' metadata")
+
+
+def authenticated(
+    method: Callable[[S, Req, Principal], Resp],
+) -> Callable[[S, Req, grpc.ServicerContext], Resp]:
+    """Run ``method(self, request, principal)`` for an authenticated caller."""
+
+    @functools.wraps(method)
+    def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
+        try:
+            principal = self.identity.authenticate(bearer_token(context))
+            return method(self, request, principal)
+        except Exception as e:
+            code, message = status_for(e)
+            context.abort(code, message)
+
+    return wrapper

@@ -1,0 +1,1 @@
+"""Thin servicers: protobuf in -> core call -> protobuf out."""

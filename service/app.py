@@ -1,0 +1,93 @@
+"""The service's parts, opened at start-up in order and closed in reverse."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from service.core.agents import Agents
+from service.core.datastores import Datastores
+from service.core.identity import Identity
+from service.core.ingestion import Ingestion
+from service.core.retrieval import Retrieval
+from service.embedding.registry import ModelRegistry
+from service.embedding.worker import EmbeddingWorker
+from service.settings import Settings
+from service.storage.database import Database
+from service.storage.embedded import EmbeddedPostgres
+from service.storage.migrations import migrate
+
+_log = logging.getLogger(__name__)
+
+
+def database_url(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
+    if settings.database_url:
+        return settings.database_url
+    assert embedded is not None
+    return embedded.start()
+
+
+@dataclass
+class App:
+    """Everything a server (or a CLI command) needs, built from one Settings."""
+
+    settings: Settings
+    embedded: EmbeddedPostgres | None
+    db: Database
+    models: ModelRegistry
+    embeddings: EmbeddingWorker
+    identity: Identity
+    datastores: Datastores
+    agents: Agents
+    ingestion: Ingestion
+    retrieval: Retrieval
+    _closed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings, *, load_models: bool = True) -> App:
+        """Start the database (embedded unless DATABASE_URL), migrate, open the pool and models."""
+        # Models come from local folders only; never let a library reach for a hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        embedded = None if settings.database_url else EmbeddedPostgres(settings.pgdata)
+        url = database_url(settings, embedded)
+        migrate(url)
+        db = Database(
+            url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            timeout=settings.pool_timeout_s,
+        )
+        db.open()
+        models = ModelRegistry(batch_size=settings.embed_batch_size)
+        if load_models:
+            for name in settings.preload_models:
+                models.get(name)
+        embeddings = EmbeddingWorker(
+            models,
+            max_batch=settings.embed_batch_size,
+            max_wait_s=settings.embed_max_wait_ms / 1000,
+        )
+        embeddings.start()
+        return cls(
+            settings=settings,
+            embedded=embedded,
+            db=db,
+            models=models,
+            embeddings=embeddings,
+            identity=Identity(db),
+            datastores=Datastores(db, models, settings),
+            agents=Agents(db),
+            ingestion=Ingestion(db, embeddings, settings),
+            retrieval=Retrieval(db, embeddings, settings),
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.embeddings.stop()
+        self.db.close()
+        if self.embedded is not None:
+            self.embedded.stop()

@@ -1,0 +1,78 @@
+"""Client helpers: typed stubs for every service over one channel, with the API key attached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
+from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+
+__all__ = ["Client", "connect", "pb", "read_key_file"]
+
+
+def read_key_file(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(
+        self, base: grpc.ClientCallDetails, metadata: tuple[tuple[str, str | bytes], ...]
+    ) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = base.wait_for_ready
+        self.compression = base.compression
+
+
+class _KeyInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <key>`` to every call."""
+
+    def __init__(self, key: str) -> None:
+        self._header: tuple[str, str | bytes] = ("authorization", f"Bearer {key}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(details, (*(details.metadata or ()), self._header))
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request_iterator)
+
+
+@dataclass
+class Client:
+    channel: grpc.Channel
+    datastores: pb_grpc.DatastoreServiceStub
+    agents: pb_grpc.AgentServiceStub
+    ingest: pb_grpc.IngestServiceStub
+    retrieval: pb_grpc.RetrievalServiceStub
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def connect(target: str, api_key: str | None, *, max_message_bytes: int = 64 << 20) -> Client:
+    """An insecure (loopback) channel to ``target`` sending ``api_key`` on every call."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    channel = grpc.insecure_channel(target, options=options)
+    if api_key is not None:
+        channel = grpc.intercept_channel(channel, _KeyInterceptor(api_key))
+    return Client(
+        channel=channel,
+        datastores=pb_grpc.DatastoreServiceStub(channel),
+        agents=pb_grpc.AgentServiceStub(channel),
+        ingest=pb_grpc.IngestServiceStub(channel),
+        retrieval=pb_grpc.RetrievalServiceStub(channel),
+    )

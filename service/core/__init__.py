@@ -1,0 +1,1 @@
+"""Transport-neutral core: validation, access rules and the use cases."""

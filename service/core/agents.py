@@ -1,0 +1,95 @@
+"""Agent use cases, including attaching datastores (owning both sides is required)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from service.core import access
+from service.core.validation import check_text
+from service.errors import InvalidArgument, NotFound
+from service.models import Agent, AgentDatastoreLink, Datastore, Page, Principal
+from service.storage import agents as rows
+from service.storage import datastores as datastore_rows
+from service.storage.database import Database
+from service.storage.pagination import page_size
+
+
+@dataclass(frozen=True)
+class AgentFields:
+    name: str
+    description: str = ""
+    system_instructions: str = ""
+    assistant_instructions: str = ""
+    active: bool = False
+
+
+class Agents:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, principal: Principal, fields: AgentFields) -> Agent:
+        name = check_text(fields.name, "name", max_chars=200).strip()
+        if not name:
+            raise InvalidArgument("name is required")
+        with self._db.connection() as conn:
+            return rows.insert(
+                conn,
+                user_id=principal.user_id,
+                name=name,
+                description=check_text(fields.description, "description"),
+                system_instructions=check_text(fields.system_instructions, "system_instructions"),
+                assistant_instructions=check_text(
+                    fields.assistant_instructions, "assistant_instructions"
+                ),
+                active=fields.active,
+            )
+
+    def get(self, principal: Principal, agent_id: UUID) -> Agent:
+        with self._db.connection() as conn:
+            agent = rows.get(conn, agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id} not found")
+        access.check_agent(principal, agent)
+        return agent
+
+    def list_page(self, principal: Principal, size: int, token: str) -> Page[Agent]:
+        owner = None if principal.is_service else principal.user_id
+        with self._db.connection() as conn:
+            return rows.list_page(conn, owner, page_size(size), token)
+
+    def delete(self, principal: Principal, agent_id: UUID) -> None:
+        self.get(principal, agent_id)
+        with self._db.connection() as conn:
+            rows.delete(conn, agent_id)
+
+    def attach(
+        self, principal: Principal, agent_id: UUID, datastore_id: UUID
+    ) -> AgentDatastoreLink:
+        """Link an agent to a datastore; a user must own both (Agentopia checks only the agent)."""
+        self.get(principal, agent_id)
+        with self._db.connection() as conn:
+            datastore = datastore_rows.get(conn, datastore_id)
+            if datastore is None:
+                raise NotFound(f"datastore {datastore_id} not found")
+            access.check_datastore(principal, datastore)
+            access.check_served(datastore)
+            return rows.attach(conn, agent_id, datastore_id)
+
+    def detach(self, principal: Principal, agent_id: UUID, datastore_id: UUID) -> bool:
+        self.get(principal, agent_id)
+        with self._db.connection() as conn:
+            return rows.detach(conn, agent_id, datastore_id)
+
+    def datastores(
+        self, principal: Principal, agent_id: UUID
+    ) -> list[tuple[AgentDatastoreLink, Datastore]]:
+        """The agent's links with their datastores, oldest link first."""
+        self.get(principal, agent_id)
+        with self._db.connection() as conn:
+            links = rows.links(conn, agent_id)
+            by_id = {
+                d.id: d
+                for d in datastore_rows.get_many(conn, [link.datastore_id for link in links])
+            }
+        return [(link, by_id[link.datastore_id]) for link in links if link.datastore_id in by_id]

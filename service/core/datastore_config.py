@@ -1,0 +1,97 @@
+"""Building and validating a datastore's config from a request and the server defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service import scoring
+from service.embedding.registry import ModelRegistry
+from service.errors import InvalidArgument
+from service.models import NO_MODEL, DatastoreConfig, HnswParams, SearchMode
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    """What a caller asked for; zero / None means 'the default'."""
+
+    embedding_model: str = ""
+    dimensions: int = 0
+    chunk_size: int = 0
+    chunk_overlap: int | None = None
+    search_mode: SearchMode | None = None
+    hnsw_m: int = 0
+    hnsw_ef_construction: int = 0
+    hnsw_ef_search: int = 0
+    low_confidence_fallback: bool | None = None
+
+
+def build_config(
+    request: ConfigRequest, settings: Settings, models: ModelRegistry
+) -> DatastoreConfig:
+    """A complete, validated config; raises InvalidArgument naming the bad field."""
+    model = request.embedding_model or settings.default_embedding_model
+    if model == NO_MODEL:
+        if request.dimensions <= 0:
+            raise InvalidArgument("config.dimensions is required when embedding_model is 'none'")
+        dimensions = request.dimensions
+        max_tokens = settings.default_chunk_size
+    else:
+        embedder = models.get(model)
+        if request.dimensions not in (0, embedder.dimensions):
+            raise InvalidArgument(
+                f"config.dimensions {request.dimensions} does not match model {model!r}, "
+                f"which produces {embedder.dimensions}"
+            )
+        dimensions = embedder.dimensions
+        max_tokens = embedder.max_tokens
+    if not 1 <= dimensions <= scoring.MAX_DIMENSIONS:
+        raise InvalidArgument(f"config.dimensions must be 1..{scoring.MAX_DIMENSIONS}")
+
+    chunk_size = request.chunk_size or min(settings.default_chunk_size, max_tokens)
+    if not 8 <= chunk_size <= max_tokens:
+        raise InvalidArgument(
+            f"config.chunk_size must be 8..{max_tokens} tokens (the model's window), "
+            f"got {chunk_size}"
+        )
+    overlap = request.chunk_overlap
+    if overlap is None:
+        overlap = min(settings.default_chunk_overlap, chunk_size // 4)
+    if not 0 <= overlap < chunk_size:
+        raise InvalidArgument(
+            f"config.chunk_overlap must be >= 0 and < chunk_size ({chunk_size}), got {overlap}"
+        )
+    mode = request.search_mode or SearchMode.VECTOR
+    if mode is not SearchMode.VECTOR:
+        raise InvalidArgument(
+            f"config.search_mode {mode.value!r} is not available yet; use 'vector'"
+        )
+    hnsw = HnswParams(
+        m=request.hnsw_m or settings.hnsw_m,
+        ef_construction=request.hnsw_ef_construction or settings.hnsw_ef_construction,
+        ef_search=request.hnsw_ef_search or settings.hnsw_ef_search,
+    )
+    _check_hnsw(hnsw)
+    return DatastoreConfig(
+        embedding_model=model,
+        dimensions=dimensions,
+        chunk_size=chunk_size,
+        chunk_overlap=overlap,
+        search_mode=mode,
+        hnsw=hnsw,
+        low_confidence_fallback=(
+            True if request.low_confidence_fallback is None else request.low_confidence_fallback
+        ),
+    )
+
+
+def _check_hnsw(hnsw: HnswParams) -> None:
+    if not 2 <= hnsw.m <= 100:
+        raise InvalidArgument(f"config.hnsw.m must be 2..100, got {hnsw.m}")
+    if not 2 * hnsw.m <= hnsw.ef_construction <= 1000:
+        raise InvalidArgument(
+            f"config.hnsw.ef_construction must be 2*m ({2 * hnsw.m})..1000, "
+            f"got {hnsw.ef_construction}"
+        )
+    if not 1 <= hnsw.ef_search <= 1000:
+        raise InvalidArgument(f"config.hnsw.ef_search must be 1..1000, got {hnsw.ef_search}")

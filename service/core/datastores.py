@@ -1,0 +1,215 @@
+"""Datastore use cases: create, read, list, update (field mask), delete."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from service.core import access
+from service.core.datastore_config import ConfigRequest, build_config
+from service.core.validation import check_max_results, check_text, check_threshold
+from service.embedding.registry import ModelRegistry
+from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.models import (
+    KNOWN_DATASTORE_TYPES,
+    SERVED_DATASTORE_TYPE,
+    Datastore,
+    DatastoreConfig,
+    Metric,
+    Page,
+    Principal,
+)
+from service.settings import Settings
+from service.storage import datastores as rows
+from service.storage import partitions
+from service.storage.database import Database
+from service.storage.pagination import page_size
+
+_TOP_LEVEL_PATHS = {
+    "name",
+    "description",
+    "similarity_metric",
+    "similarity_threshold",
+    "max_results",
+}
+_CONFIG_PATHS = {
+    "config.embedding_model": ("embedding_model",),
+    "config.dimensions": ("dimensions",),
+    "config.chunk_size": ("chunk_size",),
+    "config.chunk_overlap": ("chunk_overlap",),
+    "config.search_mode": ("search_mode",),
+    "config.hnsw": ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"),
+    "config.hnsw.m": ("hnsw_m",),
+    "config.hnsw.ef_construction": ("hnsw_ef_construction",),
+    "config.hnsw.ef_search": ("hnsw_ef_search",),
+    "config.low_confidence_fallback": ("low_confidence_fallback",),
+}
+
+
+@dataclass(frozen=True)
+class DatastoreFields:
+    """Caller-supplied values (create, or update with a mask choosing among them)."""
+
+    name: str = ""
+    description: str = ""
+    type: str = ""
+    metric: Metric | None = None
+    similarity_threshold: float | None = None
+    max_results: int | None = None
+    config: ConfigRequest = field(default_factory=ConfigRequest)
+
+
+def config_request_from(config: DatastoreConfig) -> ConfigRequest:
+    return ConfigRequest(
+        embedding_model=config.embedding_model,
+        dimensions=config.dimensions,
+        chunk_size=config.chunk_size,
+        chunk_overlap=config.chunk_overlap,
+        search_mode=config.search_mode,
+        hnsw_m=config.hnsw.m,
+        hnsw_ef_construction=config.hnsw.ef_construction,
+        hnsw_ef_search=config.hnsw.ef_search,
+        low_confidence_fallback=config.low_confidence_fallback,
+    )
+
+
+class Datastores:
+    def __init__(self, db: Database, models: ModelRegistry, settings: Settings) -> None:
+        self._db = db
+        self._models = models
+        self._settings = settings
+
+    def _check_name(self, name: str) -> str:
+        name = check_text(name, "name", max_chars=200).strip()
+        if not name:
+            raise InvalidArgument("name is required")
+        return name
+
+    def create(self, principal: Principal, fields: DatastoreFields) -> Datastore:
+        name = self._check_name(fields.name)
+        kind = fields.type or SERVED_DATASTORE_TYPE
+        if kind not in KNOWN_DATASTORE_TYPES:
+            raise InvalidArgument(f"type must be one of {', '.join(KNOWN_DATASTORE_TYPES)}")
+        if kind != SERVED_DATASTORE_TYPE:
+            raise FailedPrecondition(
+                f"this service creates and serves only {SERVED_DATASTORE_TYPE!r} datastores, "
+                f"not {kind!r}"
+            )
+        threshold = check_threshold(
+            self._settings.default_similarity_threshold
+            if fields.similarity_threshold is None
+            else fields.similarity_threshold
+        )
+        max_results = check_max_results(
+            fields.max_results
+            if fields.max_results is not None
+            else self._settings.default_max_results,
+            self._settings.max_results_cap,
+        )
+        config = build_config(fields.config, self._settings, self._models)
+        metric = fields.metric or Metric.COSINE
+        with self._db.connection() as conn:
+            datastore = rows.insert(
+                conn,
+                user_id=principal.user_id,
+                name=name,
+                description=check_text(fields.description, "description"),
+                type=kind,
+                config=config,
+                metric=metric,
+                similarity_threshold=threshold,
+                max_results=max_results,
+            )
+            partitions.create_partition(conn, datastore.id, metric, config.dimensions, config.hnsw)
+        return datastore
+
+    def get(self, principal: Principal, datastore_id: UUID, *, counts: bool = True) -> Datastore:
+        with self._db.connection() as conn:
+            datastore = rows.get(conn, datastore_id, counts=counts)
+        if datastore is None:
+            raise NotFound(f"datastore {datastore_id} not found")
+        access.check_datastore(principal, datastore)
+        return datastore
+
+    def list_page(self, principal: Principal, size: int, token: str) -> Page[Datastore]:
+        owner = None if principal.is_service else principal.user_id
+        with self._db.connection() as conn:
+            return rows.list_page(conn, owner, page_size(size), token)
+
+    def update(
+        self, principal: Principal, datastore_id: UUID, fields: DatastoreFields, paths: list[str]
+    ) -> Datastore:
+        if not paths:
+            raise InvalidArgument("update_mask must name at least one field")
+        unknown = [p for p in paths if p not in _TOP_LEVEL_PATHS | set(_CONFIG_PATHS) | {"config"}]
+        if unknown:
+            raise InvalidArgument(f"update_mask has fields that cannot be updated: {unknown}")
+        with self._db.connection() as conn:
+            current = rows.get(conn, datastore_id, counts=True, lock=True)
+            if current is None:
+                raise NotFound(f"datastore {datastore_id} not found")
+            access.check_datastore(principal, current)
+            access.check_served(current)
+            changes = self._top_level_changes(fields, paths)
+            config = self._updated_config(current, fields, paths)
+            if config != current.config:
+                changes["config"] = config.to_json()
+            metric = Metric(str(changes.get("similarity_metric", current.metric)))
+            updated = rows.update(conn, datastore_id, changes)
+            if (
+                metric != current.metric
+                or config.dimensions != current.config.dimensions
+                or config.hnsw.m != current.config.hnsw.m
+                or config.hnsw.ef_construction != current.config.hnsw.ef_construction
+            ):
+                partitions.rebuild_index(conn, datastore_id, metric, config.dimensions, config.hnsw)
+        return updated
+
+    def _top_level_changes(self, fields: DatastoreFields, paths: list[str]) -> dict[str, object]:
+        changes: dict[str, object] = {}
+        if "name" in paths:
+            changes["name"] = self._check_name(fields.name)
+        if "description" in paths:
+            changes["description"] = check_text(fields.description, "description")
+        if "similarity_metric" in paths:
+            changes["similarity_metric"] = (fields.metric or Metric.COSINE).value
+        if "similarity_threshold" in paths:
+            changes["similarity_threshold"] = check_threshold(fields.similarity_threshold or 0.0)
+        if "max_results" in paths:
+            changes["max_results"] = check_max_results(
+                fields.max_results or 0, self._settings.max_results_cap
+            )
+        return changes
+
+    def _updated_config(
+        self, current: Datastore, fields: DatastoreFields, paths: list[str]
+    ) -> DatastoreConfig:
+        if not any(p == "config" or p.startswith("config.") for p in paths):
+            return current.config
+        request = config_request_from(current.config)
+        if "config" in paths:
+            request = fields.config
+        else:
+            chosen = {a for p in paths for a in _CONFIG_PATHS.get(p, ())}
+            request = dataclasses.replace(request, **{a: getattr(fields.config, a) for a in chosen})
+        config = build_config(request, self._settings, self._models)
+        model_changed = (config.embedding_model, config.dimensions) != (
+            current.config.embedding_model,
+            current.config.dimensions,
+        )
+        if model_changed and current.chunk_count > 0:
+            raise FailedPrecondition(
+                f"datastore {current.id} holds {current.chunk_count} chunks: its embedding model "
+                "and dimensions cannot change; create a new datastore or delete its documents"
+            )
+        return config
+
+    def delete(self, principal: Principal, datastore_id: UUID) -> None:
+        with self._db.connection() as conn:
+            current = rows.get(conn, datastore_id, lock=True)
+            if current is None:
+                raise NotFound(f"datastore {datastore_id} not found")
+            access.check_datastore(principal, current)
+            partitions.drop_partition(conn, datastore_id)
+            rows.delete(conn, datastore_id)

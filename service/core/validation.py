@@ -1,0 +1,58 @@
+"""Input checks shared by the use cases; each failure names the offending field."""
+
+from __future__ import annotations
+
+import math
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import InvalidArgument
+from service.models import Metric, Vector
+
+
+def parse_uuid(value: str, field: str) -> UUID:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    try:
+        return UUID(value)
+    except ValueError as e:
+        raise InvalidArgument(f"{field} {value!r} is not a valid UUID") from e
+
+
+def check_threshold(value: float, field: str = "similarity_threshold") -> float:
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidArgument(f"{field} must be between 0 and 1 inclusive, got {value}")
+    return value
+
+
+def check_max_results(value: int, cap: int, field: str = "max_results") -> int:
+    if value <= 0:
+        raise InvalidArgument(f"{field} must be > 0, got {value}")
+    if value > cap:
+        raise InvalidArgument(f"{field} must be at most {cap} (the server cap), got {value}")
+    return value
+
+
+def check_text(value: str, field: str, *, max_chars: int | None = None) -> str:
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} contains a NUL byte")
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidArgument(f"{field} is longer than {max_chars} characters")
+    return value
+
+
+def check_vector(values: npt.ArrayLike, dimensions: int, metric: Metric, field: str) -> Vector:
+    """A float32 vector of the datastore's dimensions: finite, and non-zero for cosine."""
+    vector = np.asarray(values, dtype=np.float32)
+    if vector.ndim != 1 or vector.shape[0] != dimensions:
+        raise InvalidArgument(
+            f"{field} has {vector.shape[0] if vector.ndim == 1 else '?'} dimensions; "
+            f"the datastore expects {dimensions}"
+        )
+    if not np.all(np.isfinite(vector)):
+        raise InvalidArgument(f"{field} contains NaN or infinite values")
+    if metric is Metric.COSINE and not np.any(vector):
+        raise InvalidArgument(f"{field} is all zeros: cosine similarity is undefined for it")
+    return vector

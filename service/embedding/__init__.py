@@ -1,0 +1,1 @@
+"""Embedding models: loading, sharing and batching."""

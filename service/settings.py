@@ -1,0 +1,84 @@
+"""Service settings: environment variables prefixed ``RETRIEVAL_``, read once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Build one at start-up and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RETRIEVAL_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL (>= 15, pgvector >= 0.8) to use; unset = embedded server.",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Embedded database, API key file and model caches live here.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
+    port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 = any free).")
+    grpc_workers: int = Field(default=16, ge=1, description="gRPC handler threads.")
+    pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool size.")
+    pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool size.")
+    pool_timeout_s: float = Field(
+        default=10.0, gt=0, description="Wait for a free connection before UNAVAILABLE."
+    )
+    max_results_cap: int = Field(
+        default=1000, ge=1, description="Hard cap on max_results, per datastore and request."
+    )
+    default_similarity_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="similarity_threshold for new datastores."
+    )
+    default_max_results: int = Field(default=5, ge=1, description="max_results for new datastores.")
+    default_embedding_model: str = Field(
+        default=BUNDLED_MODEL, description="embedding_model for new datastores."
+    )
+    default_chunk_size: int = Field(default=200, ge=16, description="Chunk size in model tokens.")
+    default_chunk_overlap: int = Field(default=40, ge=0, description="Chunk overlap in tokens.")
+    hnsw_m: int = Field(default=16, ge=2, le=100, description="HNSW m for new datastores.")
+    hnsw_ef_construction: int = Field(
+        default=64, ge=4, le=1000, description="HNSW ef_construction for new datastores."
+    )
+    hnsw_ef_search: int = Field(
+        default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
+    )
+    embed_batch_size: int = Field(
+        default=64, ge=1, description="Largest batch the embedding worker runs at once."
+    )
+    embed_max_wait_ms: float = Field(
+        default=2.0, ge=0, description="How long the embedding worker waits to fill a batch."
+    )
+    max_documents_per_request: int = Field(
+        default=1000, ge=1, description="Largest IngestDocuments batch."
+    )
+    max_document_bytes: int = Field(
+        default=10_000_000, ge=1, description="Largest document text accepted."
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest gRPC message."
+    )
+    preload_models: list[str] = Field(
+        default_factory=lambda: [BUNDLED_MODEL],
+        description="Models loaded at start-up (health is SERVING only once they are).",
+    )
+    create_local_key: bool = Field(
+        default=True,
+        description="On a fresh data directory, create a local user and API key in data_dir.",
+    )
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.data_dir / "api-key"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"

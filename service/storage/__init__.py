@@ -1,0 +1,1 @@
+"""PostgreSQL storage: the only layer that speaks SQL."""

@@ -1,0 +1,66 @@
+"""Connection pool: psycopg 3 + psycopg_pool, pgvector types registered on every connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from service.errors import Unavailable
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    register_vector(conn)
+
+
+class Database:
+    """The service's one pool. ``open()`` at start-up, ``close()`` on shutdown."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        timeout: float = 10.0,
+    ) -> None:
+        self.conninfo = conninfo
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            name="retrieval",
+        )
+
+    def open(self, *, timeout: float = 30.0) -> None:
+        self._pool.open(wait=True, timeout=timeout)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection inside a transaction (committed on clean exit)."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as e:
+            raise Unavailable("database busy: no free connection, retry shortly") from e
+        except psycopg.OperationalError as e:
+            raise Unavailable(f"database unreachable: {e}") from e
+
+    def ping(self) -> bool:
+        """True when a connection can run ``SELECT 1``."""
+        try:
+            with self.connection() as conn:
+                conn.execute("SELECT 1")
+        except Unavailable:
+            return False
+        return True

@@ -1,0 +1,73 @@
+"""Per-datastore chunk partitions and their HNSW indexes (DDL only)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from service import scoring
+from service.models import HnswParams, Metric
+
+
+def partition_name(datastore_id: UUID) -> str:
+    return f"datastore_chunks_{datastore_id.hex}"
+
+
+def index_name(datastore_id: UUID) -> str:
+    return f"datastore_chunks_{datastore_id.hex}_hnsw"
+
+
+def embedding_expr(dimensions: int) -> sql.Composable:
+    """The indexed expression: a typed cast so the untyped column can be indexed."""
+    kind = scoring.index_type(dimensions) or "vector"
+    return sql.SQL("(embedding::{}({}))").format(sql.SQL(kind), sql.Literal(dimensions))
+
+
+def create_partition(
+    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE public.{} PARTITION OF public.datastore_chunks FOR VALUES IN ({})"
+        ).format(sql.Identifier(partition_name(datastore_id)), sql.Literal(str(datastore_id)))
+    )
+    create_index(conn, datastore_id, metric, dimensions, hnsw)
+
+
+def create_index(
+    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+) -> None:
+    """Build the datastore's HNSW index (none above 4,000 dims: exact search there)."""
+    if scoring.index_type(dimensions) is None:
+        return
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX {} ON public.{} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})"
+        ).format(
+            sql.Identifier(index_name(datastore_id)),
+            sql.Identifier(partition_name(datastore_id)),
+            embedding_expr(dimensions),
+            sql.SQL(scoring.opclass(metric, dimensions)),
+            sql.Literal(hnsw.m),
+            sql.Literal(hnsw.ef_construction),
+        )
+    )
+
+
+def rebuild_index(
+    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+) -> None:
+    conn.execute(
+        sql.SQL("DROP INDEX IF EXISTS public.{}").format(sql.Identifier(index_name(datastore_id)))
+    )
+    create_index(conn, datastore_id, metric, dimensions, hnsw)
+
+
+def drop_partition(conn: psycopg.Connection, datastore_id: UUID) -> None:
+    conn.execute(
+        sql.SQL("DROP TABLE IF EXISTS public.{}").format(
+            sql.Identifier(partition_name(datastore_id))
+        )
+    )

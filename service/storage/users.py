@@ -1,0 +1,58 @@
+"""Users (``auth.users``) and API keys (stored as SHA-256 hashes)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import psycopg
+
+from service.models import Principal, Role
+
+
+def create_user(conn: psycopg.Connection, email: str | None) -> UUID:
+    row = conn.execute(
+        "INSERT INTO auth.users (email) VALUES (%s) RETURNING id", (email,)
+    ).fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+def find_user(conn: psycopg.Connection, email: str) -> UUID | None:
+    row = conn.execute("SELECT id FROM auth.users WHERE email = %s", (email,)).fetchone()
+    return UUID(str(row[0])) if row else None
+
+
+def user_exists(conn: psycopg.Connection, user_id: UUID) -> bool:
+    return conn.execute("SELECT 1 FROM auth.users WHERE id = %s", (user_id,)).fetchone() is not None
+
+
+def insert_api_key(
+    conn: psycopg.Connection, user_id: UUID, *, name: str, prefix: str, key_hash: bytes, role: Role
+) -> UUID:
+    row = conn.execute(
+        "INSERT INTO public.retrieval_api_keys (user_id, name, prefix, key_hash, role)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (user_id, name, prefix, key_hash, role.value),
+    ).fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+def principal_for_key(conn: psycopg.Connection, key_hash: bytes) -> Principal | None:
+    row = conn.execute(
+        "SELECT id, user_id, role FROM public.retrieval_api_keys"
+        " WHERE key_hash = %s AND revoked_at IS NULL",
+        (key_hash,),
+    ).fetchone()
+    if row is None:
+        return None
+    return Principal(user_id=UUID(str(row[1])), role=Role(row[2]), key_id=UUID(str(row[0])))
+
+
+def revoke_api_key(conn: psycopg.Connection, prefix: str) -> int:
+    cur = conn.execute(
+        "UPDATE public.retrieval_api_keys SET revoked_at = now()"
+        " WHERE prefix = %s AND revoked_at IS NULL",
+        (prefix,),
+    )
+    return cur.rowcount
