@@ -147,7 +147,7 @@ class Retrieval:
     def _merge(
         self, per_datastore: list[tuple[_Plan, list[search.Candidate]]], spec: QuerySpec
     ) -> QueryResult:
-        """Passing hits from every datastore by score; fallback hits only if none passed."""
+        """Passing hits from every datastore by score; fallback hits only if none passed anywhere."""
         passing = [c.hit for _, found in per_datastore for c in found if c.passes]
         fallback = False
         if not passing:
@@ -159,12 +159,9 @@ class Retrieval:
                 for c in found[: min(FALLBACK_HITS, plan.max_results)]
             ]
         passing.sort(key=lambda h: (-h.score, h.chunk_id))
-        limit = (
-            spec.max_results
-            if spec.max_results is not None
-            else max((p.max_results for p, _ in per_datastore), default=0)
-        )
-        hits = passing[:limit]
+        # Each datastore already contributed at most its own max_results; a request
+        # override also bounds the merged list.
+        hits = passing if spec.max_results is None else passing[: spec.max_results]
         reports = [
             DatastoreReport(
                 datastore_id=plan.datastore.id,

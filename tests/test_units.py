@@ -1,0 +1,70 @@
+"""Pure units: chunking windows, the score table, page tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from service import scoring
+from service.core.chunking import chunk_text
+from service.errors import InvalidArgument
+from service.models import Metric
+from service.storage.pagination import decode_token, encode_token, page_size
+
+
+def _offsets(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    text = " ".join(words)
+    spans, pos = [], 0
+    for w in words:
+        spans.append((pos, pos + len(w)))
+        pos += len(w) + 1
+    return text, spans
+
+
+def test_chunks_cover_text_with_overlap() -> None:
+    text, offsets = _offsets([f"w{i}" for i in range(10)])
+    chunks = chunk_text(text, offsets, chunk_size=4, overlap=1)
+    assert [c.content for c in chunks] == [
+        "w0 w1 w2 w3",
+        "w3 w4 w5 w6",
+        "w6 w7 w8 w9",
+    ]
+    assert [c.token_count for c in chunks] == [4, 4, 4]
+
+
+def test_short_text_is_one_chunk_and_empty_text_none() -> None:
+    text, offsets = _offsets(["only", "three", "words"])
+    assert [c.content for c in chunk_text(text, offsets, chunk_size=8, overlap=2)] == [text]
+    assert chunk_text("", [], chunk_size=8, overlap=2) == []
+
+
+def test_chunking_rejects_overlap_not_below_size() -> None:
+    with pytest.raises(ValueError):
+        chunk_text("a", [(0, 1)], chunk_size=4, overlap=4)
+
+
+@pytest.mark.parametrize(
+    ("metric", "distance", "expected"),
+    [
+        (Metric.COSINE, 0.25, 0.75),
+        (Metric.DOT, -3.5, 3.5),
+        (Metric.EUCLIDEAN, 1.0, 0.5),
+        (Metric.MANHATTAN, 3.0, 0.25),
+    ],
+)
+def test_score_table(metric: Metric, distance: float, expected: float) -> None:
+    assert scoring.score(metric, distance) == expected
+
+
+def test_index_types_follow_pgvector_limits() -> None:
+    assert scoring.opclass(Metric.COSINE, 384) == "vector_cosine_ops"
+    assert scoring.opclass(Metric.MANHATTAN, 3000) == "halfvec_l1_ops"
+    assert scoring.index_type(4001) is None
+
+
+def test_page_tokens_round_trip_and_reject_garbage() -> None:
+    assert decode_token(encode_token(["a", 1]), 2) == ["a", 1]
+    assert decode_token("", 2) is None
+    with pytest.raises(InvalidArgument):
+        decode_token("not-a-token!", 2)
+    assert page_size(0) == 50
+    assert page_size(10_000) == 500
