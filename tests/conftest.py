@@ -112,7 +112,9 @@ def vector_datastore(
     )
 
 
-def ingest_vectors(client: Client, datastore_id: str, vectors: np.ndarray, prefix: str = "v") -> None:
+def ingest_vectors(
+    client: Client, datastore_id: str, vectors: np.ndarray, prefix: str = "v"
+) -> None:
     """One single-chunk document per row, external_id ``{prefix}{row}``."""
     docs = [
         pb.DocumentInput(
@@ -123,7 +125,9 @@ def ingest_vectors(client: Client, datastore_id: str, vectors: np.ndarray, prefi
     ]
     for start in range(0, len(docs), 500):
         client.ingest.IngestDocuments(
-            pb.IngestDocumentsRequest(datastore_id=datastore_id, documents=docs[start : start + 500])
+            pb.IngestDocumentsRequest(
+                datastore_id=datastore_id, documents=docs[start : start + 500]
+            )
         )
 
 

@@ -17,7 +17,9 @@ def make_agent(client: Client, name: str = "helper") -> pb.Agent:
     return client.agents.CreateAgent(pb.CreateAgentRequest(name=name, active=True))
 
 
-def agent_query(client: Client, agent_id: str, vector: list[float], **kw: object) -> pb.QueryResponse:
+def agent_query(
+    client: Client, agent_id: str, vector: list[float], **kw: object
+) -> pb.QueryResponse:
     return client.retrieval.Query(
         pb.QueryRequest(agent_id=agent_id, vector=pb.QueryVector(values=vector), **kw)  # type: ignore[arg-type]
     )
@@ -57,7 +59,9 @@ def test_agent_query_merges_datastores_with_their_own_settings(client: Client) -
     ingest_vectors(client, euc.id, np.array([[1, 0], [1.5, 0], [5, 5]], np.float32), "e")
     agent = make_agent(client)
     for ds in (cos, euc):
-        client.agents.AttachDatastore(pb.AttachDatastoreRequest(agent_id=agent.id, datastore_id=ds.id))
+        client.agents.AttachDatastore(
+            pb.AttachDatastoreRequest(agent_id=agent.id, datastore_id=ds.id)
+        )
 
     got = agent_query(client, agent.id, [1.0, 0.0])
     # cosine: c0 (1.0), c1 (0.995) pass and max_results=2 keeps both; c2 (0.953) is cut.
@@ -108,7 +112,9 @@ def test_user_cannot_reach_another_users_datastore_or_agent(
         lambda: mallory.agents.GetAgent(pb.GetAgentRequest(id=agent.id)),
         lambda: mallory.agents.DeleteAgent(pb.DeleteAgentRequest(id=agent.id)),
         lambda: mallory.retrieval.Query(
-            pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), vector=pb.QueryVector(values=[1, 0]))
+            pb.QueryRequest(
+                datastores=pb.DatastoreIds(ids=[ds.id]), vector=pb.QueryVector(values=[1, 0])
+            )
         ),
         lambda: mallory.retrieval.Query(
             pb.QueryRequest(agent_id=agent.id, vector=pb.QueryVector(values=[1, 0]))
@@ -116,7 +122,11 @@ def test_user_cannot_reach_another_users_datastore_or_agent(
         lambda: mallory.ingest.IngestDocuments(
             pb.IngestDocumentsRequest(
                 datastore_id=ds.id,
-                documents=[pb.DocumentInput(external_id="x", chunks=[pb.ChunkInput(content="x", vector=[1, 0])])],
+                documents=[
+                    pb.DocumentInput(
+                        external_id="x", chunks=[pb.ChunkInput(content="x", vector=[1, 0])]
+                    )
+                ],
             )
         ),
         lambda: mallory.ingest.ListDocuments(pb.ListDocumentsRequest(datastore_id=ds.id)),

@@ -28,7 +28,8 @@ def chunk_rows(app: App, ds_id: str) -> list[tuple[str, int]]:
     with app.db.connection() as conn:
         rows = conn.execute(
             "SELECT d.external_id, count(c.id) FROM datastore_documents d"
-            " LEFT JOIN datastore_chunks c ON c.document_id = d.id AND c.datastore_id = d.datastore_id"
+            " LEFT JOIN datastore_chunks c"
+            " ON c.document_id = d.id AND c.datastore_id = d.datastore_id"
             " WHERE d.datastore_id = %s GROUP BY d.external_id ORDER BY 1",
             (ds_id,),
         ).fetchall()
@@ -113,7 +114,11 @@ def test_metadata_round_trips_and_merges_into_hits(client: Client) -> None:
 
 def test_documents_page_through_in_external_id_order(client: Client) -> None:
     ds = text_datastore(client)
-    ingest(client, ds.id, *[pb.DocumentInput(external_id=f"d{i:02}", text=f"doc {i}") for i in range(7)])
+    ingest(
+        client,
+        ds.id,
+        *[pb.DocumentInput(external_id=f"d{i:02}", text=f"doc {i}") for i in range(7)],
+    )
     seen, token = [], ""
     while True:
         page = client.ingest.ListDocuments(

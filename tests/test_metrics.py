@@ -41,10 +41,20 @@ def test_exact_search_matches_numpy(client: Client, metric: int) -> None:
     for q in rng.normal(size=(5, DIMS)).astype(np.float32):
         dist, score = reference(metric, docs, q)
         expected = np.argsort(-score, kind="stable")[:K]
-        got = query_vector(client, [ds.id], q.tolist(), exact=True, similarity_threshold=0.0 if metric != pb.DOT else None)
+        got = query_vector(
+            client,
+            [ds.id],
+            q.tolist(),
+            exact=True,
+            similarity_threshold=0.0 if metric != pb.DOT else None,
+        )
         assert [h.external_id for h in got.hits] == [f"v{i}" for i in expected]
-        np.testing.assert_allclose([h.score for h in got.hits], score[expected], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose([h.distance for h in got.hits], dist[expected], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            [h.score for h in got.hits], score[expected], rtol=1e-5, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            [h.distance for h in got.hits], dist[expected], rtol=1e-5, atol=1e-5
+        )
         scores = [h.score for h in got.hits]
         assert scores == sorted(scores, reverse=True)
 

@@ -1,0 +1,279 @@
+"""Bad input gets the right status and a message a person can act on, and writes nothing."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from service.app import App
+from service.client import Client, connect, pb
+from service.models import Role
+from tests.conftest import query_vector, status_of, vector_datastore
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def doc_with_vector(vector: list[float], external_id: str = "d") -> pb.DocumentInput:
+    return pb.DocumentInput(
+        external_id=external_id, chunks=[pb.ChunkInput(content="c", vector=vector)]
+    )
+
+
+def ingest_call(client: Client, ds_id: str, *docs: pb.DocumentInput) -> Callable[[], object]:
+    return lambda: client.ingest.IngestDocuments(
+        pb.IngestDocumentsRequest(datastore_id=ds_id, documents=list(docs))
+    )
+
+
+def document_count(app: App, ds_id: str) -> int:
+    with app.db.connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM datastore_documents WHERE datastore_id = %s", (ds_id,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        (pb.CreateDatastoreRequest(name=""), "name is required"),
+        (pb.CreateDatastoreRequest(name="x", similarity_threshold=1.5), "between 0 and 1"),
+        (pb.CreateDatastoreRequest(name="x", similarity_threshold=-0.1), "between 0 and 1"),
+        (pb.CreateDatastoreRequest(name="x", similarity_threshold=math.nan), "between 0 and 1"),
+        (pb.CreateDatastoreRequest(name="x", max_results=0), "max_results must be > 0"),
+        (pb.CreateDatastoreRequest(name="x", max_results=5000), "at most 1000"),
+        (
+            pb.CreateDatastoreRequest(name="x", config=pb.DatastoreConfig(embedding_model="none")),
+            "dimensions is required",
+        ),
+        (
+            pb.CreateDatastoreRequest(name="x", config=pb.DatastoreConfig(dimensions=100)),
+            "does not match model",
+        ),
+        (
+            pb.CreateDatastoreRequest(name="x", config=pb.DatastoreConfig(chunk_size=10_000)),
+            "chunk_size must be",
+        ),
+        (
+            pb.CreateDatastoreRequest(
+                name="x", config=pb.DatastoreConfig(chunk_size=64, chunk_overlap=64)
+            ),
+            "chunk_overlap",
+        ),
+        (
+            pb.CreateDatastoreRequest(
+                name="x", config=pb.DatastoreConfig(embedding_model="hub/some-remote-model")
+            ),
+            "no models are downloaded",
+        ),
+        (
+            pb.CreateDatastoreRequest(name="x", config=pb.DatastoreConfig(search_mode=pb.HYBRID)),
+            "not available yet",
+        ),
+        (pb.CreateDatastoreRequest(name="x", type="weaviate"), "type must be one of"),
+    ],
+)
+def test_create_datastore_rejects(
+    client: Client, request_: pb.CreateDatastoreRequest, fragment: str
+) -> None:
+    code, msg = status_of(lambda: client.datastores.CreateDatastore(request_))
+    assert code == INVALID, msg
+    assert fragment in msg
+    assert list(client.datastores.ListDatastores(pb.ListDatastoresRequest()).datastores) == []
+
+
+def test_ids_must_be_uuids_and_exist(client: Client) -> None:
+    code, msg = status_of(lambda: client.datastores.GetDatastore(pb.GetDatastoreRequest(id="abc")))
+    assert (code, msg) == (INVALID, "id 'abc' is not a valid UUID")
+    missing = str(uuid.uuid4())
+    code, msg = status_of(
+        lambda: client.datastores.GetDatastore(pb.GetDatastoreRequest(id=missing))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert missing in msg
+    code, _ = status_of(lambda: query_vector(client, [missing], [1.0, 0.0]))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, msg = status_of(
+        lambda: client.retrieval.Query(pb.QueryRequest(agent_id="nope", text="hi"))
+    )
+    assert code == INVALID
+    assert "agent_id" in msg
+
+
+@pytest.mark.parametrize(
+    ("vector", "fragment"),
+    [
+        ([1.0, 0.0, 0.0], "has 3 dimensions; the datastore expects 2"),
+        ([math.nan, 1.0], "NaN or infinite"),
+        ([math.inf, 1.0], "NaN or infinite"),
+        ([0.0, 0.0], "all zeros"),
+    ],
+)
+def test_bad_vectors_are_rejected_on_ingest_and_query(
+    client: Client, app: App, vector: list[float], fragment: str
+) -> None:
+    ds = vector_datastore(client, pb.COSINE, 2)
+    code, msg = status_of(ingest_call(client, ds.id, doc_with_vector(vector)))
+    assert code == INVALID
+    assert fragment in msg
+    code, msg = status_of(lambda: query_vector(client, [ds.id], vector))
+    assert code == INVALID
+    assert fragment in msg
+    assert document_count(app, ds.id) == 0
+
+
+def test_one_bad_document_fails_the_batch_and_writes_nothing(client: Client, app: App) -> None:
+    ds = vector_datastore(client, pb.COSINE, 2)
+    code, msg = status_of(
+        ingest_call(
+            client, ds.id, doc_with_vector([1.0, 0.0], "good"), doc_with_vector([1.0], "bad")
+        )
+    )
+    assert code == INVALID
+    assert "documents[1]" in msg
+    assert document_count(app, ds.id) == 0
+
+
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        (pb.DocumentInput(external_id="", text="x"), "external_id is required"),
+        (pb.DocumentInput(external_id="e", text="   "), "has no text"),
+        (pb.DocumentInput(external_id="e", text="nul\x00byte"), "NUL"),
+        (
+            pb.DocumentInput(external_id="e", text="x", chunks=[pb.ChunkInput(content="y")]),
+            "either text or chunks",
+        ),
+    ],
+)
+def test_bad_documents_are_rejected(
+    client: Client, app: App, doc: pb.DocumentInput, fragment: str
+) -> None:
+    ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="t"))
+    code, msg = status_of(ingest_call(client, ds.id, doc))
+    assert code == INVALID
+    assert fragment in msg
+    assert document_count(app, ds.id) == 0
+
+
+def test_repeated_external_ids_and_empty_batches(client: Client) -> None:
+    ds = vector_datastore(client, pb.COSINE, 2)
+    d = doc_with_vector([1.0, 0.0], "same")
+    code, msg = status_of(ingest_call(client, ds.id, d, d))
+    assert (code, "is repeated" in msg) == (INVALID, True)
+    code, msg = status_of(ingest_call(client, ds.id))
+    assert (code, "must not be empty" in msg) == (INVALID, True)
+
+
+def test_vector_datastores_need_vectors_and_vector_queries(client: Client) -> None:
+    ds = vector_datastore(client, pb.COSINE, 2)
+    code, msg = status_of(ingest_call(client, ds.id, pb.DocumentInput(external_id="e", text="x")))
+    assert code == INVALID
+    assert "send chunks with vectors" in msg
+    code, msg = status_of(
+        lambda: client.retrieval.Query(
+            pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text="hello")
+        )
+    )
+    assert code == INVALID
+    assert "query it with a vector" in msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"similarity_threshold": 1.01}, "between 0 and 1"),
+        ({"similarity_threshold": -1.0}, "between 0 and 1"),
+        ({"max_results": 0}, "must be > 0"),
+        ({"max_results": -3}, "must be > 0"),
+        ({"max_results": 1001}, "at most 1000"),
+    ],
+)
+def test_query_overrides_are_validated(
+    client: Client, overrides: dict[str, float], fragment: str
+) -> None:
+    ds = vector_datastore(client, pb.COSINE, 2)
+    code, msg = status_of(lambda: query_vector(client, [ds.id], [1.0, 0.0], **overrides))
+    assert code == INVALID
+    assert fragment in msg
+
+
+def test_empty_query_text_and_missing_target(client: Client) -> None:
+    ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="t"))
+    for text in ("", "   \n"):
+        code, msg = status_of(
+            lambda text=text: client.retrieval.Query(
+                pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text=text)
+            )
+        )
+        assert code == INVALID
+        assert "query text is empty" in msg
+    code, msg = status_of(lambda: client.retrieval.Query(pb.QueryRequest(text="hello")))
+    assert code == INVALID
+    assert "target" in msg
+
+
+def test_pinecone_and_getzep_datastores_are_refused(client: Client, app: App) -> None:
+    code, msg = status_of(
+        lambda: client.datastores.CreateDatastore(
+            pb.CreateDatastoreRequest(name="p", type="pinecone")
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "only 'pgvector'" in msg
+    # Agentopia rows of other types share the table: serve none of them.
+    owner = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="mine")).user_id
+    for kind in ("pinecone", "getzep"):
+        with app.db.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO datastores (user_id, name, type) VALUES (%s, 'agentopia', %s)"
+                " RETURNING id",
+                (owner, kind),
+            ).fetchone()
+        assert row is not None
+        ds_id = str(row[0])
+        for call in (
+            lambda ds_id=ds_id: client.retrieval.Query(
+                pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="hello")
+            ),
+            ingest_call(client, ds_id, pb.DocumentInput(external_id="e", text="x")),
+        ):
+            code, msg = status_of(call)
+            assert code == grpc.StatusCode.FAILED_PRECONDITION
+            assert f"type {kind!r}" in msg
+
+
+def test_credentials_are_required(target: str) -> None:
+    for key, fragment in (
+        (None, "missing 'authorization"),
+        ("agr_not-a-real-key", "unknown or revoked"),
+    ):
+        anonymous = connect(target, key)
+        try:
+            code, msg = status_of(
+                lambda anonymous=anonymous: anonymous.datastores.ListDatastores(
+                    pb.ListDatastoresRequest()
+                )
+            )
+        finally:
+            anonymous.close()
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert fragment in msg
+
+
+def test_revoked_key_stops_working(app: App, target: str) -> None:
+    user = app.identity.create_user(None)
+    issued = app.identity.create_key(user, Role.USER)
+    c = connect(target, issued.key)
+    try:
+        c.datastores.ListDatastores(pb.ListDatastoresRequest())
+        assert app.identity.revoke_key(issued.prefix) == 1
+        code, _ = status_of(lambda: c.datastores.ListDatastores(pb.ListDatastoresRequest()))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        c.close()

@@ -1,0 +1,153 @@
+"""`python -m service serve` as a user runs it: fresh data dir, key, health, reflection, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.client import connect, pb, read_key_file
+from service.storage.migrations import available_migrations, migrate
+
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(target: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.5)
+    raise AssertionError(f"server at {target} never reported SERVING")
+
+
+class Served:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
+        env.pop("DATABASE_URL", None)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    s = Served(tmp_path / "data")
+    try:
+        wait_serving(s.target)
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served) -> None:
+    key_file = served.data_dir / "api-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = read_key_file(key_file)
+    client = connect(served.target, key)
+    try:
+        ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="quickstart"))
+        client.ingest.IngestDocuments(
+            pb.IngestDocumentsRequest(
+                datastore_id=ds.id,
+                documents=[pb.DocumentInput(external_id="1", text="PostgreSQL stores vectors.")],
+            )
+        )
+        hits = client.retrieval.Query(
+            pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text="vector database")
+        ).hits
+        assert [h.external_id for h in hits] == ["1"]
+    finally:
+        client.close()
+
+    listed = subprocess.run(
+        [str(GRPCURL), "-plaintext", served.target, "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(listed) == sorted(
+        [
+            "agentopia.retrieval.v1.AgentService",
+            "agentopia.retrieval.v1.DatastoreService",
+            "agentopia.retrieval.v1.IngestService",
+            "agentopia.retrieval.v1.RetrievalService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+    )
+
+    out = served.stop()
+    assert served.proc.returncode == 0
+    assert out.count(key) == 1  # printed once
+    assert "shutting down" in out
+    assert not (served.data_dir / "pgdata" / "postmaster.pid").exists()  # embedded PG stopped
+
+    # a restart reuses the data directory and its key; no new key is printed
+    again = Served(served.data_dir)
+    try:
+        wait_serving(again.target)
+        client = connect(again.target, key)
+        try:
+            names = [
+                d.name
+                for d in client.datastores.ListDatastores(pb.ListDatastoresRequest()).datastores
+            ]
+        finally:
+            client.close()
+        assert names == ["quickstart"]
+    finally:
+        out = again.stop()
+    assert "Created local user" not in out
+    assert read_key_file(key_file) == key
+
+
+def test_migrations_are_idempotent(pg_url: str) -> None:
+    assert [m.version for m in available_migrations()] == [1]
+    migrate(pg_url)  # applies whatever is pending (nothing, if the session app ran first)
+    assert migrate(pg_url) == []
