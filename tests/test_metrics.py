@@ -69,3 +69,20 @@ def test_hnsw_returns_the_exact_top_k_on_a_small_set(client: Client, metric: int
         exact = query_vector(client, [ds.id], q.tolist(), exact=True, similarity_threshold=0.0)
         ann = query_vector(client, [ds.id], q.tolist(), similarity_threshold=0.0)
         assert [h.chunk_id for h in ann.hits] == [h.chunk_id for h in exact.hits]
+
+
+@pytest.mark.parametrize("dims", [2500, 4100], ids=["halfvec-index", "no-index"])
+def test_high_dimensional_datastores_search_correctly(client: Client, dims: int) -> None:
+    """Above 2,000 dims the index is on halfvec; above 4,000 there is none (exact scan)."""
+    rng = np.random.default_rng(dims)
+    docs = rng.normal(size=(40, dims)).astype(np.float32)
+    ds = vector_datastore(client, pb.COSINE, dims, max_results=5)
+    ingest_vectors(client, ds.id, docs)
+    q = rng.normal(size=dims).astype(np.float32)
+    _, score = reference(pb.COSINE, docs, q)
+    expected = np.argsort(-score, kind="stable")[:5]
+    for exact in (True, False):
+        got = query_vector(client, [ds.id], q.tolist(), exact=exact, similarity_threshold=0.0)
+        assert [h.external_id for h in got.hits] == [f"v{i}" for i in expected]
+        # halfvec keeps ~3 significant digits
+        np.testing.assert_allclose([h.score for h in got.hits], score[expected], atol=2e-3)
