@@ -60,7 +60,12 @@ class App:
             timeout=settings.pool_timeout_s,
         )
         db.open()
-        models = ModelRegistry(batch_size=settings.embed_batch_size)
+        models = ModelRegistry(
+            backend=settings.embedding_backend,
+            cache_dir=settings.model_dir,
+            batch_size=settings.embed_batch_size,
+            threads=settings.embedding_threads,
+        )
         if load_models:
             for name in settings.preload_models:
                 models.get(name)
@@ -68,6 +73,7 @@ class App:
             models,
             max_batch=settings.embed_batch_size,
             max_wait_s=settings.embed_max_wait_ms / 1000,
+            query_cache_size=settings.query_cache_size,
         )
         embeddings.start()
         return cls(

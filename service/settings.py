@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,30 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(
         default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
     )
+    embedding_backend: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="onnx: the model exported once into data_dir/models and run with "
+        "onnxruntime (same quality, faster); torch: sentence-transformers.",
+    )
+    onnx_cache_dir: Path | None = Field(
+        default=None, description="Where exported ONNX models are cached (default data_dir/models)."
+    )
+    embedding_threads: int = Field(
+        default=0, ge=0, description="onnxruntime intra-op threads (0 = one per core)."
+    )
+    query_cache_size: int = Field(
+        default=1024, ge=0, description="Query embeddings kept per model (LRU; 0 = off)."
+    )
+    default_text_search_config: str = Field(
+        default="english",
+        description="Text search configuration (pg_ts_config) of new datastores' keyword index.",
+    )
+    hybrid_candidates: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Least candidates each side (vector, keyword) gives a hybrid search.",
+    )
     embed_batch_size: int = Field(
         default=64, ge=1, description="Largest batch the embedding worker runs at once."
     )
@@ -78,6 +103,10 @@ class Settings(BaseSettings):
     @property
     def api_key_file(self) -> Path:
         return self.data_dir / "api-key"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.onnx_cache_dir or self.data_dir / "models"
 
     @property
     def pgdata(self) -> Path:

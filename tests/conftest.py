@@ -26,6 +26,8 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 REPO = Path(__file__).resolve().parent.parent
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
+# Exported ONNX models outlive a test session (the export takes a while); .venv is ours.
+MODEL_CACHE = REPO / ".venv" / "model-cache"
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +45,7 @@ def settings(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         data_dir=tmp_path_factory.mktemp("data"),
         port=0,
         create_local_key=False,
+        onnx_cache_dir=MODEL_CACHE,
     )
 
 

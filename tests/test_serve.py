@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.client import connect, pb, read_key_file
 from service.storage.migrations import available_migrations, migrate
+from tests.conftest import MODEL_CACHE
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
@@ -50,6 +51,7 @@ class Served:
         self.target = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
         env.pop("DATABASE_URL", None)
+        env["RETRIEVAL_ONNX_CACHE_DIR"] = str(MODEL_CACHE)
         self.proc = subprocess.Popen(
             [
                 sys.executable,

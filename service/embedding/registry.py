@@ -6,6 +6,7 @@ import logging
 import threading
 from pathlib import Path
 
+from service.embedding import onnx_backend
 from service.embedding.base import Embedder
 from service.embedding.sentence_transformer import SentenceTransformerEmbedder
 from service.errors import FailedPrecondition, InvalidArgument
@@ -36,10 +37,24 @@ def resolve_model_path(name: str) -> Path:
 
 
 class ModelRegistry:
-    """Loads each model once and hands out the shared instance."""
+    """Loads each model once and hands out the shared instance.
 
-    def __init__(self, *, batch_size: int = 64) -> None:
+    ``backend`` is ``"onnx"`` (default: exported locally into ``cache_dir`` on first
+    use) or ``"torch"`` (sentence-transformers); models ONNX cannot serve use torch.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "onnx",
+        cache_dir: Path | None = None,
+        batch_size: int = 64,
+        threads: int = 0,
+    ) -> None:
+        self._backend = backend
+        self._cache_dir = cache_dir
         self._batch_size = batch_size
+        self._threads = threads
         self._models: dict[Path, Embedder] = {}
         self._lock = threading.Lock()
 
@@ -50,8 +65,13 @@ class ModelRegistry:
             if model is None:
                 _log.info("loading embedding model %s from %s", name, path)
                 try:
-                    model = SentenceTransformerEmbedder(name, path, batch_size=self._batch_size)
+                    model = self._load(name, path)
                 except (OSError, ValueError) as e:
                     raise FailedPrecondition(f"cannot load embedding model {name!r}: {e}") from e
                 self._models[path] = model
             return model
+
+    def _load(self, name: str, path: Path) -> Embedder:
+        if self._backend == "onnx" and self._cache_dir is not None and onnx_backend.supports(path):
+            return onnx_backend.OnnxEmbedder(name, path, self._cache_dir, threads=self._threads)
+        return SentenceTransformerEmbedder(name, path, batch_size=self._batch_size)

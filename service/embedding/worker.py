@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -35,9 +36,17 @@ class EmbeddingWorker:
     """Batches embedding jobs per model on a dedicated thread."""
 
     def __init__(
-        self, registry: ModelRegistry, *, max_batch: int = 64, max_wait_s: float = 0.002
+        self,
+        registry: ModelRegistry,
+        *,
+        max_batch: int = 64,
+        max_wait_s: float = 0.002,
+        query_cache_size: int = 1024,
     ) -> None:
         self.registry = registry
+        self._cache_size = query_cache_size
+        self._cache: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -60,7 +69,25 @@ class EmbeddingWorker:
             return np.zeros((0, self.registry.get(model).dimensions), dtype=np.float32)
         job = _Job(model, texts)
         self._queue.put(job)
-        return job.future.result()
+        result: Vector = job.future.result()
+        return result
+
+    def embed_query(self, model: str, text: str) -> Vector:
+        """One query's embedding, from a small LRU cache when the same text recurs."""
+        key = (model, text)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+        vector: Vector = self.embed(model, [text])[0]
+        if self._cache_size:
+            vector.setflags(write=False)  # shared between callers
+            with self._cache_lock:
+                self._cache[key] = vector
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return vector
 
     def _run(self) -> None:
         pending: list[_Job] = []
