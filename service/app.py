@@ -10,6 +10,7 @@ from service.core.agents import Agents
 from service.core.datastores import Datastores
 from service.core.identity import Identity
 from service.core.ingestion import Ingestion
+from service.core.lookup_cache import LookupCache
 from service.core.retrieval import Retrieval
 from service.embedding.registry import ModelRegistry
 from service.embedding.worker import EmbeddingWorker
@@ -17,6 +18,7 @@ from service.settings import Settings
 from service.storage.database import Database
 from service.storage.embedded import EmbeddedPostgres
 from service.storage.migrations import migrate
+from service.storage.notifications import ChangeListener
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ class App:
     db: Database
     models: ModelRegistry
     embeddings: EmbeddingWorker
+    lookups: LookupCache
+    listener: ChangeListener
     identity: Identity
     datastores: Datastores
     agents: Agents
@@ -76,17 +80,22 @@ class App:
             query_cache_size=settings.query_cache_size,
         )
         embeddings.start()
+        lookups = LookupCache(db)
+        listener = ChangeListener(url, lookups.invalidate)
+        listener.start()
         return cls(
             settings=settings,
             embedded=embedded,
             db=db,
             models=models,
             embeddings=embeddings,
-            identity=Identity(db),
-            datastores=Datastores(db, models, settings),
-            agents=Agents(db),
+            lookups=lookups,
+            listener=listener,
+            identity=Identity(db, lookups),
+            datastores=Datastores(db, models, settings, lookups),
+            agents=Agents(db, lookups),
             ingestion=Ingestion(db, embeddings, settings),
-            retrieval=Retrieval(db, embeddings, settings),
+            retrieval=Retrieval(db, embeddings, settings, lookups),
         )
 
     def close(self) -> None:
@@ -94,6 +103,7 @@ class App:
             return
         self._closed = True
         self.embeddings.stop()
+        self.listener.stop()
         self.db.close()
         if self.embedded is not None:
             self.embedded.stop()

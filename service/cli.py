@@ -13,17 +13,18 @@ from pathlib import Path
 from types import FrameType
 from uuid import UUID
 
+from service.errors import RetrievalError
 from service.models import Role
 from service.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        k: v
-        for k, v in {"host": args.host, "port": args.port, "data_dir": args.data_dir}.items()
-        if v is not None
+    given = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "data_dir": args.data_dir,
     }
-    return Settings(**overrides)
+    return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -107,10 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", type=Path, help="data directory (default .data)")
-    common.add_argument("--host", help="bind address (default 127.0.0.1)")
-    common.add_argument("--port", type=int, help="gRPC port (default 50051)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", parents=[common], help="run the gRPC server").set_defaults(fn=_serve)
+    serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.set_defaults(fn=_serve)
     sub.add_parser("migrate", parents=[common], help="apply database migrations").set_defaults(
         fn=_migrate
     )
@@ -139,7 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)
-    code: int = args.fn(args)
+    try:
+        code: int = args.fn(args)
+    except RetrievalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -46,6 +46,10 @@ class IngestStatus(StrEnum):
 SERVED_DATASTORE_TYPE = "pgvector"
 KNOWN_DATASTORE_TYPES = ("pgvector", "pinecone", "getzep")
 NO_MODEL = "none"
+DEFAULT_TEXT_SEARCH_CONFIG = "english"
+DEFAULT_RRF_K = 60
+DEFAULT_BM25_K1 = 1.2
+DEFAULT_BM25_B = 0.75
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,12 @@ class DatastoreConfig:
     search_mode: SearchMode
     hnsw: HnswParams
     low_confidence_fallback: bool = True
+    # Keyword and hybrid search: the PostgreSQL text search configuration of the
+    # chunks' tsvector, the Reciprocal Rank Fusion constant and the BM25 parameters.
+    text_search_config: str = DEFAULT_TEXT_SEARCH_CONFIG
+    rrf_k: int = DEFAULT_RRF_K
+    bm25_k1: float = DEFAULT_BM25_K1
+    bm25_b: float = DEFAULT_BM25_B
 
     def to_json(self) -> JsonObject:
         return {
@@ -93,11 +103,15 @@ class DatastoreConfig:
                 "ef_search": self.hnsw.ef_search,
             },
             "low_confidence_fallback": self.low_confidence_fallback,
+            "text_search_config": self.text_search_config,
+            "rrf_k": self.rrf_k,
+            "bm25": {"k1": self.bm25_k1, "b": self.bm25_b},
         }
 
     @classmethod
     def from_json(cls, data: JsonObject) -> DatastoreConfig:
         hnsw = data.get("hnsw") or {}
+        bm25 = data.get("bm25") or {}
         return cls(
             embedding_model=str(data.get("embedding_model", "")),
             dimensions=int(data.get("dimensions", 0)),
@@ -107,9 +121,13 @@ class DatastoreConfig:
             hnsw=HnswParams(
                 m=int(hnsw.get("m", 16)),
                 ef_construction=int(hnsw.get("ef_construction", 64)),
-                ef_search=int(hnsw.get("ef_search", 40)),
+                ef_search=int(hnsw.get("ef_search", 100)),
             ),
             low_confidence_fallback=bool(data.get("low_confidence_fallback", True)),
+            text_search_config=str(data.get("text_search_config", DEFAULT_TEXT_SEARCH_CONFIG)),
+            rrf_k=int(data.get("rrf_k", DEFAULT_RRF_K)),
+            bm25_k1=float(bm25.get("k1", DEFAULT_BM25_K1)),
+            bm25_b=float(bm25.get("b", DEFAULT_BM25_B)),
         )
 
 
@@ -230,6 +248,8 @@ class QuerySpec:
     mode: SearchMode | None = None
     distinct_documents: bool = False
     exact: bool = False
+    # The metadata filter as sent (JSON); validated by the core.
+    filter: JsonObject | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +265,10 @@ class Hit:
     score: float
     distance: float
     below_threshold: bool = False
+    # Hybrid and keyword modes: the hit's vector score (also what the threshold
+    # applies to) and its BM25 score; ``score`` is then the fused (or BM25) score.
+    vector_score: float | None = None
+    keyword_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +279,7 @@ class DatastoreReport:
     max_results: int
     hit_count: int
     fallback: bool
+    mode: SearchMode = SearchMode.VECTOR
 
 
 @dataclass(frozen=True)

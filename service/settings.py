@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -34,7 +34,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="Wait for a free connection before UNAVAILABLE."
     )
     max_results_cap: int = Field(
-        default=1000, ge=1, description="Hard cap on max_results, per datastore and request."
+        default=1000,
+        ge=1,
+        le=1000,
+        description="Hard cap on max_results, per datastore and request (HNSW returns at most "
+        "1,000 rows: ef_search's limit).",
     )
     default_similarity_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="similarity_threshold for new datastores."
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
         default=0, ge=0, description="onnxruntime intra-op threads (0 = one per core)."
     )
     query_cache_size: int = Field(
-        default=1024, ge=0, description="Query embeddings kept per model (LRU; 0 = off)."
+        default=1024, ge=0, description="Query embeddings kept, over all models (LRU; 0 = off)."
     )
     default_text_search_config: str = Field(
         default="english",
@@ -85,8 +89,8 @@ class Settings(BaseSettings):
     max_documents_per_request: int = Field(
         default=1000, ge=1, description="Largest IngestDocuments batch."
     )
-    max_document_bytes: int = Field(
-        default=10_000_000, ge=1, description="Largest document text accepted."
+    max_document_chars: int = Field(
+        default=10_000_000, ge=1, description="Largest document text accepted, in characters."
     )
     max_message_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest gRPC message."
@@ -99,6 +103,12 @@ class Settings(BaseSettings):
         default=True,
         description="On a fresh data directory, create a local user and API key in data_dir.",
     )
+
+    @model_validator(mode="after")
+    def _check_hnsw(self) -> Settings:
+        if self.hnsw_ef_construction < 2 * self.hnsw_m:
+            raise ValueError("hnsw_ef_construction must be at least 2 * hnsw_m (pgvector's rule)")
+        return self
 
     @property
     def api_key_file(self) -> Path:

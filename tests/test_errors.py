@@ -72,8 +72,10 @@ def document_count(app: App, ds_id: str) -> int:
             "no models are downloaded",
         ),
         (
-            pb.CreateDatastoreRequest(name="x", config=pb.DatastoreConfig(search_mode=pb.HYBRID)),
-            "not available yet",
+            pb.CreateDatastoreRequest(
+                name="x", config=pb.DatastoreConfig(text_search_config="klingon")
+            ),
+            "not a text search configuration",
         ),
         (pb.CreateDatastoreRequest(name="x", type="weaviate"), "type must be one of"),
     ],
@@ -228,7 +230,7 @@ def test_pinecone_and_getzep_datastores_are_refused(client: Client, app: App) ->
     assert "only 'pgvector'" in msg
     # Agentopia rows of other types share the table: serve none of them.
     owner = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="mine")).user_id
-    for kind in ("pinecone", "getzep"):
+    for kind in ("pinecone", "getzep", "pgvector"):
         with app.db.connection() as conn:
             row = conn.execute(
                 "INSERT INTO datastores (user_id, name, type) VALUES (%s, 'agentopia', %s)"
@@ -245,7 +247,8 @@ def test_pinecone_and_getzep_datastores_are_refused(client: Client, app: App) ->
         ):
             code, msg = status_of(call)
             assert code == grpc.StatusCode.FAILED_PRECONDITION
-            assert f"type {kind!r}" in msg
+            # a pgvector row made by Agentopia has no embedding config: not servable either
+            assert f"type {kind!r}" in msg or "no embedding configuration" in msg
 
 
 def test_credentials_are_required(target: str) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 
+from service.app import App
 from service.client import Client, pb
 from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
 
@@ -110,3 +113,19 @@ def test_distinct_documents_keeps_best_chunk_per_document(client: Client) -> Non
     assert [h.external_id for h in plain.hits] == ["many", "one", "many", "many"]
     got = query_vector(client, [ds.id], [1.0, 0.0], distinct_documents=True)
     assert [(h.external_id, h.content) for h in got.hits] == [("many", "c0.75"), ("one", "x")]
+
+
+def test_settings_changed_by_another_replica_apply_to_the_next_query(
+    client: Client, app: App
+) -> None:
+    """Datastore settings are cached; a change committed elsewhere is announced and seen."""
+    ds = dot_datastore(client, threshold=0.5)
+    assert len(query_vector(client, [ds.id], [1.0, 0.0]).hits) == 2  # now cached
+    with app.db.connection() as conn:  # as another replica (or Agentopia itself) would
+        conn.execute("UPDATE datastores SET similarity_threshold = 0.25 WHERE id = %s", (ds.id,))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if len(query_vector(client, [ds.id], [1.0, 0.0]).hits) == 3:
+            break
+        time.sleep(0.05)
+    assert [h.score for h in query_vector(client, [ds.id], [1.0, 0.0]).hits] == [0.75, 0.5, 0.25]

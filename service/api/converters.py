@@ -103,6 +103,10 @@ def config_request(config: pb.DatastoreConfig) -> ConfigRequest:
         low_confidence_fallback=(
             config.low_confidence_fallback if config.HasField("low_confidence_fallback") else None
         ),
+        text_search_config=config.text_search_config,
+        rrf_k=config.rrf_k,
+        bm25_k1=config.bm25_k1 if config.HasField("bm25_k1") else None,
+        bm25_b=config.bm25_b if config.HasField("bm25_b") else None,
     )
 
 
@@ -149,6 +153,10 @@ def datastore(d: Datastore) -> pb.Datastore:
                 m=c.hnsw.m, ef_construction=c.hnsw.ef_construction, ef_search=c.hnsw.ef_search
             ),
             low_confidence_fallback=c.low_confidence_fallback,
+            text_search_config=c.text_search_config,
+            rrf_k=c.rrf_k,
+            bm25_k1=c.bm25_k1,
+            bm25_b=c.bm25_b,
         ),
         similarity_metric=METRIC_TO_PB[d.metric],
         similarity_threshold=d.similarity_threshold,
@@ -262,8 +270,6 @@ def query_spec(request: pb.QueryRequest) -> QuerySpec:
     query = request.WhichOneof("query")
     if query is None:
         raise InvalidArgument("send a query: text or vector")
-    if request.filter.fields:
-        raise InvalidArgument("metadata filters are not available yet")
     return QuerySpec(
         datastore_ids=tuple(
             parse_uuid(i, f"datastores.ids[{n}]") for n, i in enumerate(request.datastores.ids)
@@ -280,6 +286,7 @@ def query_spec(request: pb.QueryRequest) -> QuerySpec:
         mode=mode_from_pb(request.mode),
         distinct_documents=request.distinct_documents,
         exact=request.exact,
+        filter=from_struct(request.filter) if request.HasField("filter") else None,
     )
 
 
@@ -296,6 +303,8 @@ def hit(h: Hit) -> pb.Hit:
         score=h.score,
         distance=h.distance,
         below_threshold=h.below_threshold,
+        vector_score=h.vector_score,
+        keyword_score=h.keyword_score,
     )
 
 
@@ -307,6 +316,7 @@ def report(r: DatastoreReport) -> pb.DatastoreReport:
         max_results=r.max_results,
         hit_count=r.hit_count,
         fallback=r.fallback,
+        mode=MODE_TO_PB[r.mode],
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar
 
 import grpc
@@ -46,6 +46,25 @@ def authenticated(
             principal = self.identity.authenticate(bearer_token(context))
             return method(self, request, principal)
         except Exception as e:
+            code, message = status_for(e)
+            context.abort(code, message)
+
+    return wrapper
+
+
+def authenticated_stream(
+    method: Callable[[S, Iterator[Req], Principal], Iterator[Resp]],
+) -> Callable[[S, Iterator[Req], grpc.ServicerContext], Iterator[Resp]]:
+    """Like ``authenticated``, for a method that streams its responses."""
+
+    @functools.wraps(method)
+    def wrapper(self: S, requests: Iterator[Req], context: grpc.ServicerContext) -> Iterator[Resp]:
+        try:
+            principal = self.identity.authenticate(bearer_token(context))
+            yield from method(self, requests, principal)
+        except Exception as e:
+            if not context.is_active():
+                return  # the client is gone (cancelled, disconnected): no one to tell
             code, message = status_for(e)
             context.abort(code, message)
 

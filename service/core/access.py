@@ -23,3 +23,8 @@ def check_served(datastore: Datastore) -> None:
             f"datastore {datastore.id} is of type {datastore.type!r}; this service serves only "
             f"{SERVED_DATASTORE_TYPE!r} datastores"
         )
+    if datastore.config.dimensions <= 0 or not datastore.config.embedding_model:
+        raise FailedPrecondition(
+            f"datastore {datastore.id} has no embedding configuration (was it created outside "
+            "this service?); create it through CreateDatastore"
+        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from service.core import access
+from service.core.lookup_cache import LookupCache
 from service.core.validation import check_text
 from service.errors import InvalidArgument, NotFound
 from service.models import Agent, AgentDatastoreLink, Datastore, Page, Principal
@@ -25,8 +26,9 @@ class AgentFields:
 
 
 class Agents:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookups: LookupCache) -> None:
         self._db = db
+        self._lookups = lookups
 
     def create(self, principal: Principal, fields: AgentFields) -> Agent:
         name = check_text(fields.name, "name", max_chars=200).strip()
@@ -62,6 +64,7 @@ class Agents:
         self.get(principal, agent_id)
         with self._db.connection() as conn:
             rows.delete(conn, agent_id)
+        self._lookups.invalidate()
 
     def attach(
         self, principal: Principal, agent_id: UUID, datastore_id: UUID
@@ -74,12 +77,16 @@ class Agents:
                 raise NotFound(f"datastore {datastore_id} not found")
             access.check_datastore(principal, datastore)
             access.check_served(datastore)
-            return rows.attach(conn, agent_id, datastore_id)
+            link = rows.attach(conn, agent_id, datastore_id)
+        self._lookups.invalidate()
+        return link
 
     def detach(self, principal: Principal, agent_id: UUID, datastore_id: UUID) -> bool:
         self.get(principal, agent_id)
         with self._db.connection() as conn:
-            return rows.detach(conn, agent_id, datastore_id)
+            detached = rows.detach(conn, agent_id, datastore_id)
+        self._lookups.invalidate()
+        return detached
 
     def datastores(
         self, principal: Principal, agent_id: UUID
@@ -90,6 +97,8 @@ class Agents:
             links = rows.links(conn, agent_id)
             by_id = {
                 d.id: d
-                for d in datastore_rows.get_many(conn, [link.datastore_id for link in links])
+                for d in datastore_rows.get_many(
+                    conn, [link.datastore_id for link in links], counts=True
+                )
             }
         return [(link, by_id[link.datastore_id]) for link in links if link.datastore_id in by_id]

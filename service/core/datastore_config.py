@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from service import scoring
 from service.embedding.registry import ModelRegistry
 from service.errors import InvalidArgument
-from service.models import NO_MODEL, DatastoreConfig, HnswParams, SearchMode
+from service.models import (
+    DEFAULT_BM25_B,
+    DEFAULT_BM25_K1,
+    DEFAULT_RRF_K,
+    NO_MODEL,
+    DatastoreConfig,
+    HnswParams,
+    SearchMode,
+)
 from service.settings import Settings
 
 
@@ -24,6 +34,10 @@ class ConfigRequest:
     hnsw_ef_construction: int = 0
     hnsw_ef_search: int = 0
     low_confidence_fallback: bool | None = None
+    text_search_config: str = ""
+    rrf_k: int = 0
+    bm25_k1: float | None = None
+    bm25_b: float | None = None
 
 
 def build_config(
@@ -62,10 +76,6 @@ def build_config(
             f"config.chunk_overlap must be >= 0 and < chunk_size ({chunk_size}), got {overlap}"
         )
     mode = request.search_mode or SearchMode.VECTOR
-    if mode is not SearchMode.VECTOR:
-        raise InvalidArgument(
-            f"config.search_mode {mode.value!r} is not available yet; use 'vector'"
-        )
     hnsw = HnswParams(
         m=request.hnsw_m or settings.hnsw_m,
         ef_construction=request.hnsw_ef_construction or settings.hnsw_ef_construction,
@@ -82,7 +92,25 @@ def build_config(
         low_confidence_fallback=(
             True if request.low_confidence_fallback is None else request.low_confidence_fallback
         ),
+        **_keyword_settings(request, settings),
     )
+
+
+def _keyword_settings(request: ConfigRequest, settings: Settings) -> dict[str, Any]:
+    """text_search_config (checked against the database by the caller), rrf_k and BM25."""
+    text_config = request.text_search_config or settings.default_text_search_config
+    if len(text_config) > 128 or "\x00" in text_config:
+        raise InvalidArgument("config.text_search_config is not a text search configuration name")
+    rrf_k = request.rrf_k or DEFAULT_RRF_K
+    if not 1 <= rrf_k <= 10_000:
+        raise InvalidArgument(f"config.rrf_k must be 1..10000, got {rrf_k}")
+    k1 = DEFAULT_BM25_K1 if request.bm25_k1 is None else request.bm25_k1
+    if not (math.isfinite(k1) and 0.0 <= k1 <= 10.0):
+        raise InvalidArgument(f"config.bm25_k1 must be 0..10, got {k1}")
+    b = DEFAULT_BM25_B if request.bm25_b is None else request.bm25_b
+    if not (math.isfinite(b) and 0.0 <= b <= 1.0):
+        raise InvalidArgument(f"config.bm25_b must be 0..1, got {b}")
+    return {"text_search_config": text_config, "rrf_k": rrf_k, "bm25_k1": k1, "bm25_b": b}
 
 
 def _check_hnsw(hnsw: HnswParams) -> None:

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from service.core import access
 from service.core.datastore_config import ConfigRequest, build_config
+from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold
 from service.embedding.registry import ModelRegistry
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -22,7 +23,7 @@ from service.models import (
 )
 from service.settings import Settings
 from service.storage import datastores as rows
-from service.storage import partitions
+from service.storage import keyword, partitions
 from service.storage.database import Database
 from service.storage.pagination import page_size
 
@@ -44,6 +45,10 @@ _CONFIG_PATHS = {
     "config.hnsw.ef_construction": ("hnsw_ef_construction",),
     "config.hnsw.ef_search": ("hnsw_ef_search",),
     "config.low_confidence_fallback": ("low_confidence_fallback",),
+    "config.text_search_config": ("text_search_config",),
+    "config.rrf_k": ("rrf_k",),
+    "config.bm25_k1": ("bm25_k1",),
+    "config.bm25_b": ("bm25_b",),
 }
 
 
@@ -71,14 +76,21 @@ def config_request_from(config: DatastoreConfig) -> ConfigRequest:
         hnsw_ef_construction=config.hnsw.ef_construction,
         hnsw_ef_search=config.hnsw.ef_search,
         low_confidence_fallback=config.low_confidence_fallback,
+        text_search_config=config.text_search_config,
+        rrf_k=config.rrf_k,
+        bm25_k1=config.bm25_k1,
+        bm25_b=config.bm25_b,
     )
 
 
 class Datastores:
-    def __init__(self, db: Database, models: ModelRegistry, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, models: ModelRegistry, settings: Settings, lookups: LookupCache
+    ) -> None:
         self._db = db
         self._models = models
         self._settings = settings
+        self._lookups = lookups
 
     def _check_name(self, name: str) -> str:
         name = check_text(name, "name", max_chars=200).strip()
@@ -110,6 +122,9 @@ class Datastores:
         config = build_config(fields.config, self._settings, self._models)
         metric = fields.metric or Metric.COSINE
         with self._db.connection() as conn:
+            config = _known_text_config(
+                config, keyword.resolve_text_config(conn, config.text_search_config)
+            )
             datastore = rows.insert(
                 conn,
                 user_id=principal.user_id,
@@ -122,6 +137,7 @@ class Datastores:
                 max_results=max_results,
             )
             partitions.create_partition(conn, datastore.id, metric, config.dimensions, config.hnsw)
+            keyword.install(conn, datastore.id, config.text_search_config)
         return datastore
 
     def get(self, principal: Principal, datastore_id: UUID, *, counts: bool = True) -> Datastore:
@@ -153,6 +169,10 @@ class Datastores:
             access.check_served(current)
             changes = self._top_level_changes(fields, paths)
             config = self._updated_config(current, fields, paths)
+            if config.text_search_config != current.config.text_search_config:
+                config = _known_text_config(
+                    config, keyword.resolve_text_config(conn, config.text_search_config)
+                )
             if config != current.config:
                 changes["config"] = config.to_json()
             metric = Metric(str(changes.get("similarity_metric", current.metric)))
@@ -164,6 +184,9 @@ class Datastores:
                 or config.hnsw.ef_construction != current.config.hnsw.ef_construction
             ):
                 partitions.rebuild_index(conn, datastore_id, metric, config.dimensions, config.hnsw)
+            if config.text_search_config != current.config.text_search_config:
+                keyword.configure(conn, datastore_id, config.text_search_config)
+        self._lookups.invalidate()
         return updated
 
     def _top_level_changes(self, fields: DatastoreFields, paths: list[str]) -> dict[str, object]:
@@ -213,3 +236,14 @@ class Datastores:
             access.check_datastore(principal, current)
             partitions.drop_partition(conn, datastore_id)
             rows.delete(conn, datastore_id)
+        self._lookups.invalidate()
+
+
+def _known_text_config(config: DatastoreConfig, name: str | None) -> DatastoreConfig:
+    """The config with the canonical name of its text search configuration (None: unknown)."""
+    if name is None:
+        raise InvalidArgument(
+            f"config.text_search_config {config.text_search_config!r} is not a text search "
+            "configuration of this database (see pg_ts_config)"
+        )
+    return dataclasses.replace(config, text_search_config=name)

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from uuid import UUID
 
+from service.core.lookup_cache import LookupCache
 from service.errors import InvalidArgument, NotFound, Unauthenticated
 from service.models import Principal, Role
 from service.storage import users
@@ -35,14 +36,14 @@ class IssuedKey:
 class Identity:
     """Users and API keys over the database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, lookups: LookupCache) -> None:
         self._db = db
+        self._lookups = lookups
 
     def authenticate(self, credential: str) -> Principal:
         if not credential.startswith(KEY_PREFIX):
             raise Unauthenticated("unknown credential: expected an API key starting with 'agr_'")
-        with self._db.connection() as conn:
-            principal = users.principal_for_key(conn, hash_key(credential))
+        principal = self._lookups.principal(hash_key(credential))
         if principal is None:
             raise Unauthenticated("unknown or revoked API key")
         return principal
@@ -77,4 +78,6 @@ class Identity:
 
     def revoke_key(self, prefix: str) -> int:
         with self._db.connection() as conn:
-            return users.revoke_api_key(conn, prefix)
+            revoked = users.revoke_api_key(conn, prefix)
+        self._lookups.invalidate()
+        return revoked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
@@ -12,7 +13,7 @@ from service.core import access
 from service.core.chunking import chunk_text
 from service.core.validation import check_text, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, NotFound, ResourceExhausted
+from service.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from service.models import (
     NO_MODEL,
     Datastore,
@@ -34,6 +35,15 @@ from service.storage.database import Database
 from service.storage.pagination import page_size
 
 MAX_EXTERNAL_ID_CHARS = 1024
+
+_log = logging.getLogger(__name__)
+
+
+def _failed(external_id: str, error: Exception) -> DocumentResult:
+    # Unavailable wraps the database's own message
+    reason = error.__cause__ if isinstance(error, Unavailable) and error.__cause__ else error
+    _log.info("document %r refused by the database: %s", external_id, reason)
+    return DocumentResult(external_id, IngestStatus.FAILED, error=f"cannot store: {reason}")
 
 
 def content_sha256(doc: DocumentInput, datastore: Datastore) -> str:
@@ -68,10 +78,17 @@ class _Piece:
 
 
 @dataclass
-class _Pending:
+class PreparedDocument:
+    """A validated document, its content hash and its chunks (vectors filled by ``embed``)."""
+
     doc: DocumentInput
     sha256: str
     pieces: list[_Piece]
+
+    @property
+    def size(self) -> int:
+        """Characters held: the text plus every chunk's content."""
+        return len(self.doc.text) + sum(len(p.content) for p in self.pieces)
 
     def chunks(self) -> list[PreparedChunk]:
         out = []
@@ -123,7 +140,7 @@ class Ingestion:
         check_text(doc.external_id, f"{where}.external_id", max_chars=MAX_EXTERNAL_ID_CHARS)
         check_text(doc.title, f"{where}.title", max_chars=10_000)
         check_text(doc.source, f"{where}.source", max_chars=10_000)
-        limit = self._settings.max_document_bytes
+        limit = self._settings.max_document_chars
         check_text(doc.text, f"{where}.text", max_chars=limit)
         if "\\u0000" in json.dumps(doc.metadata):
             raise InvalidArgument(f"{where}.metadata contains a NUL character")
@@ -152,40 +169,35 @@ class Ingestion:
     def write(self, datastore: Datastore, docs: Sequence[DocumentInput]) -> list[DocumentResult]:
         """Store valid documents: unchanged ones skipped, the rest written in one transaction."""
         hashes = [content_sha256(d, datastore) for d in docs]
-        with self._db.connection() as conn:
-            existing = rows.content_hashes(conn, datastore.id, [d.external_id for d in docs])
+        existing = self.existing_hashes(datastore, [d.external_id for d in docs])
         results: dict[str, DocumentResult] = {}
         pending = []
         for doc, sha in zip(docs, hashes, strict=True):
             if existing.get(doc.external_id) == sha:
                 results[doc.external_id] = DocumentResult(doc.external_id, IngestStatus.UNCHANGED)
             else:
-                pending.append(self._prepare(doc, sha, datastore))
+                pending.append(self.prepare(doc, datastore, sha))
         if pending:
-            self._embed(pending, datastore)
-            with self._db.connection() as conn:
-                # FOR SHARE: a concurrent delete or index rebuild waits for this write.
-                locked = conn.execute(
-                    "SELECT 1 FROM public.datastores WHERE id = %s FOR SHARE", (datastore.id,)
-                ).fetchone()
-                if locked is None:
-                    raise NotFound(f"datastore {datastore.id} was deleted")
-                written = []
-                for p in pending:
-                    chunks = p.chunks()
-                    doc_id, created = rows.upsert(conn, datastore.id, p.doc, p.sha256, len(chunks))
-                    written.append((doc_id, chunks))
-                    status = IngestStatus.CREATED if created else IngestStatus.UPDATED
-                    results[p.doc.external_id] = DocumentResult(
-                        p.doc.external_id, status, doc_id, len(chunks)
-                    )
-                rows.replace_chunks(conn, datastore.id, written)
+            self.embed(pending, datastore)
+            for result in self.store(datastore, pending):
+                results[result.external_id] = result
         return [results[d.external_id] for d in docs]
 
-    def _prepare(self, doc: DocumentInput, sha: str, datastore: Datastore) -> _Pending:
+    # ------------------------------------------------------------ write stages
+    # ``write`` runs these in a row; StreamIngest runs them as a pipeline.
+
+    def existing_hashes(self, datastore: Datastore, external_ids: Sequence[str]) -> dict[str, str]:
+        """external_id -> stored content_sha256, for the documents that exist."""
+        if not external_ids:
+            return {}
+        with self._db.connection() as conn:
+            return rows.content_hashes(conn, datastore.id, external_ids)
+
+    def prepare(self, doc: DocumentInput, datastore: Datastore, sha256: str) -> PreparedDocument:
+        """Chunk a validated document; raises InvalidArgument if the model reads no text."""
         if doc.chunks:
             pieces = [_Piece(c.content, 0, c.metadata, c.vector) for c in doc.chunks]
-            return _Pending(doc, sha, pieces)
+            return PreparedDocument(doc, sha256, pieces)
         config = datastore.config
         model = self._embeddings.registry.get(config.embedding_model)
         windows = chunk_text(
@@ -196,18 +208,80 @@ class Ingestion:
         )
         if not windows:
             raise InvalidArgument(f"document {doc.external_id!r} has no text the model can read")
-        return _Pending(doc, sha, [_Piece(w.content, w.token_count, {}, None) for w in windows])
+        pieces = [_Piece(w.content, w.token_count, {}, None) for w in windows]
+        return PreparedDocument(doc, sha256, pieces)
 
-    def _embed(self, pending: list[_Pending], datastore: Datastore) -> None:
-        """One embedding call for every chunk of the batch that has no vector yet."""
-        missing = [piece for p in pending for piece in p.pieces if piece.vector is None]
+    def embed(self, docs: Sequence[PreparedDocument], datastore: Datastore) -> None:
+        """Embed every chunk of ``docs`` that has no vector yet.
+
+        Chunks are sorted by token count and sent in model-sized batches, so each
+        batch pads to nearly its own length: across documents this saves the
+        padding a document-order batch would carry.
+        """
+        missing = [piece for p in docs for piece in p.pieces if piece.vector is None]
         if not missing:
             return
-        vectors = self._embeddings.embed(
-            datastore.config.embedding_model, [piece.content for piece in missing]
-        )
-        for piece, vector in zip(missing, vectors, strict=True):
-            piece.vector = vector
+        missing.sort(key=lambda piece: (piece.token_count, len(piece.content)), reverse=True)
+        model = datastore.config.embedding_model
+        size = self._settings.embed_batch_size
+        for start in range(0, len(missing), size):
+            part = missing[start : start + size]
+            vectors = self._embeddings.embed(model, [piece.content for piece in part])
+            for piece, vector in zip(part, vectors, strict=True):
+                piece.vector = vector
+
+    def store(self, datastore: Datastore, docs: Sequence[PreparedDocument]) -> list[DocumentResult]:
+        """Write embedded documents in one transaction: all of them or none."""
+        with self._db.connection() as conn:
+            # FOR SHARE: a concurrent delete or index rebuild waits for this write.
+            locked = conn.execute(
+                "SELECT 1 FROM public.datastores WHERE id = %s FOR SHARE", (datastore.id,)
+            ).fetchone()
+            if locked is None:
+                raise NotFound(f"datastore {datastore.id} was deleted")
+            written = []
+            results = []
+            for p in docs:
+                chunks = p.chunks()
+                doc_id, created = rows.upsert(conn, datastore.id, p.doc, p.sha256, len(chunks))
+                written.append((doc_id, chunks))
+                status = IngestStatus.CREATED if created else IngestStatus.UPDATED
+                results.append(DocumentResult(p.doc.external_id, status, doc_id, len(chunks)))
+            rows.replace_chunks(conn, datastore.id, written)
+        return results
+
+    def store_each(
+        self, datastore: Datastore, docs: Sequence[PreparedDocument]
+    ) -> list[DocumentResult]:
+        """Like ``store``, but a document the database refuses fails alone.
+
+        The batch is tried in one transaction; if that fails while the database
+        is still reachable, each document is retried in its own transaction, so
+        only the bad ones come back FAILED. A deleted datastore or an unreachable
+        database still raises.
+        """
+        try:
+            return self.store(datastore, docs)
+        except Exception as e:
+            self._raise_unless_refused(e)
+            if len(docs) == 1:
+                return [_failed(docs[0].doc.external_id, e)]
+            _log.warning("batch of %d documents refused (%s); retrying one by one", len(docs), e)
+        results = []
+        for p in docs:
+            try:
+                results.extend(self.store(datastore, [p]))
+            except Exception as e:
+                self._raise_unless_refused(e)
+                results.append(_failed(p.doc.external_id, e))
+        return results
+
+    def _raise_unless_refused(self, error: Exception) -> None:
+        """Re-raise ``error`` unless the database is up and refused the data itself."""
+        # Database maps every OperationalError to Unavailable, and some of those are
+        # about the data (an index row too large): a ping tells which one this is.
+        if isinstance(error, NotFound) or not self._db.ping():
+            raise error
 
     # ------------------------------------------------------------ reads and deletes
 

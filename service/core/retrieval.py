@@ -6,7 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from uuid import UUID
 
-from service.core import access
+from service import metadata_filter
+from service.core import access, search_modes
+from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
 from service.errors import InvalidArgument, NotFound
@@ -23,10 +25,9 @@ from service.models import (
     Vector,
 )
 from service.settings import Settings
-from service.storage import agents as agent_rows
-from service.storage import datastores as datastore_rows
 from service.storage import search
 from service.storage.database import Database
+from service.storage.filters import Compiled, compile_filter
 
 MAX_QUERY_CHARS = 65_536
 FALLBACK_HITS = 3
@@ -39,47 +40,53 @@ class _Plan:
     datastore: Datastore
     max_results: int
     threshold: float
+    mode: SearchMode = SearchMode.VECTOR
 
 
 class Retrieval:
-    def __init__(self, db: Database, embeddings: EmbeddingWorker, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        embeddings: EmbeddingWorker,
+        settings: Settings,
+        lookups: LookupCache,
+    ) -> None:
         self._db = db
         self._embeddings = embeddings
+        self._lookups = lookups
         self._settings = settings
 
     def query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
+        where = _compiled_filter(spec)
         datastores = self._resolve(principal, spec)
-        plans = [
-            _Plan(
-                d,
-                spec.max_results if spec.max_results is not None else d.max_results,
-                (
-                    spec.similarity_threshold
-                    if spec.similarity_threshold is not None
-                    else d.similarity_threshold
-                ),
-            )
-            for d in datastores
-        ]
-        vectors = self._query_vectors(spec, datastores)
+        plans = [_plan(d, spec) for d in datastores]
+        vectors = self._query_vectors(
+            spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
+        )
         per_datastore: list[tuple[_Plan, list[search.Candidate]]] = []
         with self._db.connection() as conn:
             for plan in plans:
                 k = plan.max_results
                 if spec.distinct_documents:
                     k = min(k * _DISTINCT_OVERFETCH, self._settings.max_results_cap)
-                found = search.search(
+                found = search_modes.run(
                     conn,
-                    plan.datastore,
-                    vectors[plan.datastore.id],
-                    k=k,
-                    threshold=plan.threshold,
-                    exact=spec.exact,
+                    search_modes.DatastoreSearch(
+                        datastore=plan.datastore,
+                        mode=plan.mode,
+                        k=k,
+                        threshold=plan.threshold,
+                        exact=spec.exact,
+                        text=spec.text,
+                        vector=vectors.get(plan.datastore.id),
+                        where=where,
+                        hybrid_candidates=self._settings.hybrid_candidates,
+                    ),
                 )
                 if spec.distinct_documents:
                     found = _best_chunk_per_document(found)
-                per_datastore.append((plan, found[: plan.max_results]))
+                per_datastore.append((plan, _cut(found, plan.max_results)))
         return self._merge(per_datastore, spec)
 
     def _check_spec(self, spec: QuerySpec) -> None:
@@ -87,34 +94,33 @@ class Retrieval:
             check_max_results(spec.max_results, self._settings.max_results_cap)
         if spec.similarity_threshold is not None:
             check_threshold(spec.similarity_threshold)
-        if spec.mode not in (None, SearchMode.VECTOR):
-            raise InvalidArgument(f"mode {spec.mode} is not available yet; use VECTOR")
+        if spec.mode in (SearchMode.HYBRID, SearchMode.KEYWORD) and spec.vector is not None:
+            raise InvalidArgument(
+                f"mode {spec.mode.name} searches query text: send text, not a vector"
+            )
         if spec.vector is None:
             if spec.text is None or not spec.text.strip():
                 raise InvalidArgument("query text is empty: send text or a vector")
             check_text(spec.text, "text", max_chars=MAX_QUERY_CHARS)
 
     def _resolve(self, principal: Principal, spec: QuerySpec) -> list[Datastore]:
-        with self._db.connection() as conn:
-            if spec.agent_id is not None:
-                agent = agent_rows.get(conn, spec.agent_id)
-                if agent is None:
-                    raise NotFound(f"agent {spec.agent_id} not found")
-                access.check_agent(principal, agent)
-                ids = [link.datastore_id for link in agent_rows.links(conn, agent.id)]
-                # Agentopia's pinecone/getzep links are not ours to serve: skip them.
-                return [
-                    d
-                    for d in _in_order(datastore_rows.get_many(conn, ids), ids)
-                    if d.type == SERVED_DATASTORE_TYPE
-                ]
-            if not spec.datastore_ids:
-                raise InvalidArgument("name a target: datastore_ids or agent_id")
-            ids = list(dict.fromkeys(spec.datastore_ids))
-            found = {d.id: d for d in datastore_rows.get_many(conn, ids)}
+        if spec.agent_id is not None:
+            found = self._lookups.agent(spec.agent_id)
+            if found is None:
+                raise NotFound(f"agent {spec.agent_id} not found")
+            agent, linked = found
+            access.check_agent(principal, agent)
+            # Agentopia's pinecone/getzep links are not ours to serve: skip them.
+            return [
+                d
+                for d in (self._lookups.datastore(i) for i in linked)
+                if d is not None and d.type == SERVED_DATASTORE_TYPE
+            ]
+        if not spec.datastore_ids:
+            raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
-        for datastore_id in ids:
-            datastore = found.get(datastore_id)
+        for datastore_id in dict.fromkeys(spec.datastore_ids):
+            datastore = self._lookups.datastore(datastore_id)
             if datastore is None:
                 raise NotFound(f"datastore {datastore_id} not found")
             access.check_datastore(principal, datastore)
@@ -140,14 +146,14 @@ class Retrieval:
                     "query it with a vector, not text"
                 )
             if model not in by_model:
-                by_model[model] = self._embeddings.embed(model, [spec.text])[0]
+                by_model[model] = self._embeddings.embed_query(model, spec.text)
             out[d.id] = by_model[model]
         return out
 
     def _merge(
         self, per_datastore: list[tuple[_Plan, list[search.Candidate]]], spec: QuerySpec
     ) -> QueryResult:
-        """Passing hits from every datastore by score; fallback hits only if none passed anywhere."""
+        """Passing hits of every datastore by score; fallback hits only when none passed."""
         passing = [c.hit for _, found in per_datastore for c in found if c.passes]
         fallback = False
         if not passing:
@@ -158,7 +164,16 @@ class Retrieval:
                 if plan.datastore.config.low_confidence_fallback
                 for c in found[: min(FALLBACK_HITS, plan.max_results)]
             ]
-        passing.sort(key=lambda h: (-h.score, h.chunk_id))
+        if len({plan.mode for plan, _ in per_datastore}) > 1:
+            # Scores of different modes do not compare: interleave by rank instead.
+            ranks = {
+                (c.hit.datastore_id, c.hit.chunk_id): rank
+                for _, found in per_datastore
+                for rank, c in enumerate(found)
+            }
+            passing.sort(key=lambda h: (ranks[(h.datastore_id, h.chunk_id)], -h.score, h.chunk_id))
+        else:
+            passing.sort(key=lambda h: (-h.score, h.chunk_id))
         # Each datastore already contributed at most its own max_results; a request
         # override also bounds the merged list.
         hits = passing if spec.max_results is None else passing[: spec.max_results]
@@ -170,10 +185,40 @@ class Retrieval:
                 max_results=plan.max_results,
                 hit_count=sum(1 for h in hits if h.datastore_id == plan.datastore.id),
                 fallback=fallback and plan.datastore.config.low_confidence_fallback,
+                mode=plan.mode,
             )
             for plan, _ in per_datastore
         ]
         return QueryResult(hits, reports)
+
+
+def _plan(datastore: Datastore, spec: QuerySpec) -> _Plan:
+    """The settings applied to one datastore. A query vector implies VECTOR mode;
+    keyword mode has no vector score, so no threshold applies to it."""
+    mode = spec.mode or (SearchMode.VECTOR if spec.vector is not None else None)
+    mode = mode or datastore.config.search_mode
+    threshold = (
+        spec.similarity_threshold
+        if spec.similarity_threshold is not None
+        else datastore.similarity_threshold
+    )
+    return _Plan(
+        datastore,
+        spec.max_results if spec.max_results is not None else datastore.max_results,
+        0.0 if mode is SearchMode.KEYWORD else threshold,
+        mode,
+    )
+
+
+def _compiled_filter(spec: QuerySpec) -> Compiled | None:
+    tree = metadata_filter.parse(spec.filter)
+    return None if tree is None else compile_filter(tree)
+
+
+def _cut(found: list[search.Candidate], n: int) -> list[search.Candidate]:
+    """The best n passing candidates; or, when none passes, the best n (fallback pool)."""
+    passing = [c for c in found if c.passes][:n]
+    return passing if passing else found[:n]
 
 
 def _flagged(hit: Hit) -> Hit:
@@ -188,8 +233,3 @@ def _best_chunk_per_document(found: list[search.Candidate]) -> list[search.Candi
             seen.add(c.hit.document_id)
             out.append(c)
     return out
-
-
-def _in_order(datastores: list[Datastore], ids: list[UUID]) -> list[Datastore]:
-    by_id = {d.id: d for d in datastores}
-    return [by_id[i] for i in ids if i in by_id]

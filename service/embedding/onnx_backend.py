@@ -36,6 +36,15 @@ def _read_json(path: Path) -> dict[str, Any]:
 def supports(path: Path) -> bool:
     """True for BERT-style sentence-transformers folders with mean pooling."""
     pooling = path / "1_Pooling" / "config.json"
+    modules = path / "modules.json"
+    kinds = (
+        [m.get("type", "").rsplit(".", 1)[-1] for m in json.loads(modules.read_text("utf-8"))]
+        if modules.exists()
+        else []
+    )
+    # Only Transformer -> mean Pooling (-> Normalize): no Dense or other heads to replicate.
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return False
     return (
         (path / "tokenizer.json").exists()
         and (path / "model.safetensors").exists()

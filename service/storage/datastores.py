@@ -83,9 +83,13 @@ def get(
     return _from_row(row) if row else None
 
 
-def get_many(conn: psycopg.Connection, datastore_ids: list[UUID]) -> list[Datastore]:
+def get_many(
+    conn: psycopg.Connection, datastore_ids: list[UUID], *, counts: bool = False
+) -> list[Datastore]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM public.datastores d WHERE d.id = ANY(%s)", (datastore_ids,)
+        f"SELECT {_COLUMNS}{_COUNTS if counts else ''} FROM public.datastores d"
+        " WHERE d.id = ANY(%s)",
+        (datastore_ids,),
     ).fetchall()
     return [_from_row(r) for r in rows]
 
@@ -118,11 +122,14 @@ def update(conn: psycopg.Connection, datastore_id: UUID, changes: dict[str, Any]
     """Write the given columns (trusted names from the core layer) and bump updated_at."""
     values = {k: Jsonb(v) if k == "config" else v for k, v in changes.items()}
     assignments = sql.SQL(", ").join(
-        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values
+        [
+            *(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values),
+            sql.SQL("updated_at = now()"),
+        ]
     )
-    query = sql.SQL(
-        "UPDATE public.datastores AS d SET {}, updated_at = now() WHERE d.id = {} RETURNING "
-    ).format(assignments, sql.Placeholder("_id")) + sql.SQL(_COLUMNS + _COUNTS)
+    query = sql.SQL("UPDATE public.datastores AS d SET {} WHERE d.id = {} RETURNING ").format(
+        assignments, sql.Placeholder("_id")
+    ) + sql.SQL(_COLUMNS + _COUNTS)
     row = conn.execute(query, {**values, "_id": datastore_id}).fetchone()
     assert row is not None
     return _from_row(row)

@@ -1,23 +1,35 @@
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
-
-import grpc
 
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from service.api import converters as conv
-from service.api.rpc import authenticated
+from service.api.rpc import authenticated, authenticated_stream
 from service.core.identity import Identity
 from service.core.ingestion import Ingestion
+from service.core.stream_ingest import StreamIngest, StreamItem
 from service.core.validation import parse_uuid
-from service.models import Principal
+from service.models import DocumentInput, Principal
+
+
+def _stream_items(requests: Iterator[pb.StreamIngestRequest]) -> Iterator[StreamItem]:
+    for request in requests:
+        try:
+            document = conv.document_input(request.document)
+        except ValueError as e:  # e.g. a NaN in a Struct: this document fails, not the stream
+            bare = DocumentInput(request.document.external_id)
+            yield StreamItem(bare, request.datastore_id, f"cannot read the document: {e}")
+            continue
+        yield StreamItem(document, request.datastore_id)
 
 
 class IngestServicer(pb_grpc.IngestServiceServicer):
     def __init__(self, identity: Identity, ingestion: Ingestion) -> None:
         self.identity = identity
         self._ingestion = ingestion
+        self._stream = StreamIngest(ingestion)
 
     @authenticated
     def IngestDocuments(
@@ -30,10 +42,17 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         )
         return pb.IngestDocumentsResponse(results=[conv.document_result(r) for r in results])
 
+    @authenticated_stream
     def StreamIngest(
-        self, request_iterator: Iterator[pb.StreamIngestRequest], context: grpc.ServicerContext
+        self, requests: Iterator[pb.StreamIngestRequest], p: Principal
     ) -> Iterator[pb.DocumentResult]:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamIngest is not available yet")
+        first = next(requests, None)
+        if first is None:
+            return
+        datastore = self._stream.open(p, parse_uuid(first.datastore_id, "datastore_id"))
+        items = _stream_items(itertools.chain([first], requests))
+        for result in self._stream.run(datastore, items):
+            yield conv.document_result(result)
 
     @authenticated
     def GetDocument(self, request: pb.GetDocumentRequest, p: Principal) -> pb.GetDocumentResponse:

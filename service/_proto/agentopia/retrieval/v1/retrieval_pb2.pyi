@@ -134,6 +134,10 @@ class DatastoreConfig(_message.Message):
     SEARCH_MODE_FIELD_NUMBER: _builtins.int
     HNSW_FIELD_NUMBER: _builtins.int
     LOW_CONFIDENCE_FALLBACK_FIELD_NUMBER: _builtins.int
+    TEXT_SEARCH_CONFIG_FIELD_NUMBER: _builtins.int
+    RRF_K_FIELD_NUMBER: _builtins.int
+    BM25_K1_FIELD_NUMBER: _builtins.int
+    BM25_B_FIELD_NUMBER: _builtins.int
     embedding_model: _builtins.str
     """"sentence-transformers/all-MiniLM-L6-v2" (default, bundled), a local model
     directory, or "none" for caller-supplied vectors (then dimensions is required).
@@ -145,8 +149,19 @@ class DatastoreConfig(_message.Message):
     chunk_overlap: _builtins.int
     """in model tokens; unset = server default"""
     search_mode: Global___SearchMode.ValueType
+    """VECTOR (default), HYBRID or KEYWORD"""
     low_confidence_fallback: _builtins.bool
     """default true"""
+    text_search_config: _builtins.str
+    """PostgreSQL text search configuration of the keyword index (a pg_ts_config name
+    such as "english", "german", "simple"); empty = the server default ("english").
+    """
+    rrf_k: _builtins.int
+    """Reciprocal Rank Fusion constant; 0 = 60"""
+    bm25_k1: _builtins.float
+    """BM25 term-frequency saturation; unset = 1.2"""
+    bm25_b: _builtins.float
+    """BM25 length normalisation in [0, 1]; unset = 0.75"""
     @_builtins.property
     def hnsw(self) -> Global___HnswConfig: ...
     def __init__(
@@ -159,15 +174,27 @@ class DatastoreConfig(_message.Message):
         search_mode: Global___SearchMode.ValueType = ...,
         hnsw: Global___HnswConfig | None = ...,
         low_confidence_fallback: _builtins.bool | None = ...,
+        text_search_config: _builtins.str = ...,
+        rrf_k: _builtins.int = ...,
+        bm25_k1: _builtins.float | None = ...,
+        bm25_b: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "chunk_overlap", b"chunk_overlap", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b", "_bm25_k1", b"_bm25_k1", "_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "bm25_b", b"bm25_b", "bm25_k1", b"bm25_k1", "chunk_overlap", b"chunk_overlap", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "dimensions", b"dimensions", "embedding_model", b"embedding_model", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback", "search_mode", b"search_mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b", "_bm25_k1", b"_bm25_k1", "_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "bm25_b", b"bm25_b", "bm25_k1", b"bm25_k1", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "dimensions", b"dimensions", "embedding_model", b"embedding_model", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback", "rrf_k", b"rrf_k", "search_mode", b"search_mode", "text_search_config", b"text_search_config"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__bm25_b: _TypeAlias = _typing.Literal["bm25_b"]  # noqa: Y015
+    _WhichOneofArgType__bm25_b: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b"]  # noqa: Y015
+    _WhichOneofReturnType__bm25_k1: _TypeAlias = _typing.Literal["bm25_k1"]  # noqa: Y015
+    _WhichOneofArgType__bm25_k1: _TypeAlias = _typing.Literal["_bm25_k1", b"_bm25_k1"]  # noqa: Y015
     _WhichOneofReturnType__chunk_overlap: _TypeAlias = _typing.Literal["chunk_overlap"]  # noqa: Y015
     _WhichOneofArgType__chunk_overlap: _TypeAlias = _typing.Literal["_chunk_overlap", b"_chunk_overlap"]  # noqa: Y015
     _WhichOneofReturnType__low_confidence_fallback: _TypeAlias = _typing.Literal["low_confidence_fallback"]  # noqa: Y015
     _WhichOneofArgType__low_confidence_fallback: _TypeAlias = _typing.Literal["_low_confidence_fallback", b"_low_confidence_fallback"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bm25_b) -> _WhichOneofReturnType__bm25_b | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bm25_k1) -> _WhichOneofReturnType__bm25_k1 | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__chunk_overlap) -> _WhichOneofReturnType__chunk_overlap | None: ...
     @_typing.overload
@@ -350,7 +377,8 @@ class UpdateDatastoreRequest(_message.Message):
     """Paths allowed in update_mask: name, description, similarity_metric,
     similarity_threshold, max_results, config (whole), config.chunk_size,
     config.chunk_overlap, config.search_mode, config.hnsw,
-    config.low_confidence_fallback, config.embedding_model, config.dimensions.
+    config.low_confidence_fallback, config.embedding_model, config.dimensions,
+    config.text_search_config, config.rrf_k, config.bm25_k1, config.bm25_b.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1168,6 +1196,7 @@ class QueryRequest(_message.Message):
     similarity_threshold: _builtins.float
     """override, in [0, 1]"""
     mode: Global___SearchMode.ValueType
+    """unspecified = the datastore's search_mode (VECTOR for a vector query)"""
     distinct_documents: _builtins.bool
     exact: _builtins.bool
     """Exact (sequential) search instead of the HNSW index: for benchmarks and audits."""
@@ -1177,7 +1206,10 @@ class QueryRequest(_message.Message):
     def vector(self) -> Global___QueryVector: ...
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct:
-        """metadata filter (reserved for filtered search)"""
+        """Metadata filter over document.metadata || chunk.metadata, LangChain/vecs style:
+        {"year": {"$gte": 2020}, "$or": [{"lang": "en"}, {"tag": {"$in": ["a", "b"]}}]}
+        with $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or $not (see docs/search.md).
+        """
 
     def __init__(
         self,
@@ -1251,6 +1283,8 @@ class Hit(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     DISTANCE_FIELD_NUMBER: _builtins.int
     BELOW_THRESHOLD_FIELD_NUMBER: _builtins.int
+    VECTOR_SCORE_FIELD_NUMBER: _builtins.int
+    KEYWORD_SCORE_FIELD_NUMBER: _builtins.int
     datastore_id: _builtins.str
     document_id: _builtins.str
     external_id: _builtins.str
@@ -1259,11 +1293,15 @@ class Hit(_message.Message):
     title: _builtins.str
     content: _builtins.str
     score: _builtins.float
-    """higher is better; see the score table"""
+    """higher is better: vector score, BM25 (KEYWORD) or RRF (HYBRID)"""
     distance: _builtins.float
-    """pgvector's raw operator value"""
+    """pgvector's raw operator value (0 in KEYWORD mode)"""
     below_threshold: _builtins.bool
     """low-confidence fallback hit"""
+    vector_score: _builtins.float
+    """the score-table value; what the threshold applies to"""
+    keyword_score: _builtins.float
+    """BM25, when the keyword ranking holds the hit"""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct: ...
     def __init__(
@@ -1280,12 +1318,21 @@ class Hit(_message.Message):
         score: _builtins.float = ...,
         distance: _builtins.float = ...,
         below_threshold: _builtins.bool = ...,
+        vector_score: _builtins.float | None = ...,
+        keyword_score: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_keyword_score", b"_keyword_score", "_vector_score", b"_vector_score", "keyword_score", b"keyword_score", "metadata", b"metadata", "vector_score", b"vector_score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["below_threshold", b"below_threshold", "chunk_id", b"chunk_id", "chunk_index", b"chunk_index", "content", b"content", "datastore_id", b"datastore_id", "distance", b"distance", "document_id", b"document_id", "external_id", b"external_id", "metadata", b"metadata", "score", b"score", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_keyword_score", b"_keyword_score", "_vector_score", b"_vector_score", "below_threshold", b"below_threshold", "chunk_id", b"chunk_id", "chunk_index", b"chunk_index", "content", b"content", "datastore_id", b"datastore_id", "distance", b"distance", "document_id", b"document_id", "external_id", b"external_id", "keyword_score", b"keyword_score", "metadata", b"metadata", "score", b"score", "title", b"title", "vector_score", b"vector_score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__keyword_score: _TypeAlias = _typing.Literal["keyword_score"]  # noqa: Y015
+    _WhichOneofArgType__keyword_score: _TypeAlias = _typing.Literal["_keyword_score", b"_keyword_score"]  # noqa: Y015
+    _WhichOneofReturnType__vector_score: _TypeAlias = _typing.Literal["vector_score"]  # noqa: Y015
+    _WhichOneofArgType__vector_score: _TypeAlias = _typing.Literal["_vector_score", b"_vector_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keyword_score) -> _WhichOneofReturnType__keyword_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__vector_score) -> _WhichOneofReturnType__vector_score | None: ...
 
 Global___Hit: _TypeAlias = Hit  # noqa: Y015
 
@@ -1299,6 +1346,7 @@ class DatastoreReport(_message.Message):
     MAX_RESULTS_FIELD_NUMBER: _builtins.int
     HIT_COUNT_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     datastore_id: _builtins.str
     similarity_metric: Global___SimilarityMetric.ValueType
     similarity_threshold: _builtins.float
@@ -1309,6 +1357,8 @@ class DatastoreReport(_message.Message):
     """hits this datastore contributed to the response"""
     fallback: _builtins.bool
     """hits are below-threshold fallback hits"""
+    mode: Global___SearchMode.ValueType
+    """applied"""
     def __init__(
         self,
         *,
@@ -1318,10 +1368,11 @@ class DatastoreReport(_message.Message):
         max_results: _builtins.int = ...,
         hit_count: _builtins.int = ...,
         fallback: _builtins.bool = ...,
+        mode: Global___SearchMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "fallback", b"fallback", "hit_count", b"hit_count", "max_results", b"max_results", "similarity_metric", b"similarity_metric", "similarity_threshold", b"similarity_threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "fallback", b"fallback", "hit_count", b"hit_count", "max_results", b"max_results", "mode", b"mode", "similarity_metric", b"similarity_metric", "similarity_threshold", b"similarity_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,336 @@
+"""Ingest throughput: the CLI through StreamIngest vs the model's raw embedding rate.
+
+In one run on one machine:
+
+1. chunk the corpus as the server will (its tokenizer, its default chunk size
+   and overlap) and time the model alone on those chunks: sentence-transformers
+   ``encode`` at the server's batch size, and the server's own embedding backend
+   when that is not sentence-transformers;
+2. start the service (``python -m service serve``, embedded PostgreSQL, fresh
+   data directory) and time the ``ingest`` CLI on the corpus, end to end
+   (process start to exit), then check the datastore's document and chunk counts;
+3. time the same command again: every document comes back UNCHANGED;
+4. stream many small documents as fast as a client can and sample the server's
+   resident memory (RSS) throughout.
+
+Usage::
+
+    .venv/bin/python benchmarks/ingest_throughput.py [--corpus PATH] --out OUT_DIR
+
+Writes OUT_DIR/results.json (raw_embed_docs_per_s, ingest_docs_per_s, ratio,
+rerun_speedup, summary, and the details) and OUT_DIR/summary.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+sys.path.insert(0, str(REPO))
+
+from service.client import Client, connect, pb  # noqa: E402
+from service.core.chunking import chunk_text  # noqa: E402
+from service.embedding.registry import bundled_model_path  # noqa: E402
+from service.settings import BUNDLED_MODEL, Settings  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def load_corpus(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def chunk_corpus(docs: list[dict[str, Any]], settings: Settings, tokenizer: Any) -> list[str]:
+    """Every chunk the server will embed, cut by the same tokenizer and settings."""
+    chunks: list[str] = []
+    for doc in docs:
+        text = doc["text"]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = [(int(a), int(b)) for a, b in offsets["offset_mapping"]]
+        windows = chunk_text(
+            text,
+            spans,
+            chunk_size=settings.default_chunk_size,
+            overlap=settings.default_chunk_overlap,
+        )
+        chunks.extend(w.content for w in windows)
+    return chunks
+
+
+def raw_sentence_transformers(chunks: list[str], batch_size: int) -> float:
+    """Seconds for sentence-transformers ``encode`` on ``chunks`` (one call)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(bundled_model_path()), device="cpu", local_files_only=True)
+    model.encode(chunks[:batch_size], batch_size=batch_size)  # warm up
+    start = time.perf_counter()
+    model.encode(chunks, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    seconds = time.perf_counter() - start
+    del model
+    gc.collect()
+    return seconds
+
+
+def raw_backend(chunks: list[str], settings: Settings) -> tuple[str, float] | None:
+    """(backend, seconds) for the server's own embedder on ``chunks``, if not torch."""
+    backend = str(getattr(settings, "embedding_backend", "torch"))
+    if backend == "torch":
+        return None
+    from service.embedding.registry import ModelRegistry
+
+    cache_dir = getattr(settings, "model_dir", None) or settings.data_dir / "models"
+    registry = ModelRegistry(
+        backend=backend,
+        cache_dir=cache_dir,
+        batch_size=settings.embed_batch_size,
+        threads=int(getattr(settings, "embedding_threads", 0)),
+    )
+    model = registry.get(BUNDLED_MODEL)
+    model.embed(chunks[: settings.embed_batch_size])  # warm up
+    start = time.perf_counter()
+    model.embed(chunks)
+    seconds = time.perf_counter() - start
+    del model, registry
+    gc.collect()
+    return backend, seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """The service in a subprocess on a fresh data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log = data_dir.parent / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [sys.executable, "-m", "service", "serve", "--data-dir", str(self.data_dir)]
+        args += ["--port", str(self.port)]
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while b"serving on" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def rss(self) -> int:
+        """The server process's resident memory, in bytes (Linux /proc)."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval_s`` on a thread; keeps the peak."""
+
+    def __init__(self, server: Server, interval_s: float = 0.1) -> None:
+        self._server = server
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self.samples: list[int] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self._server.rss())
+            self._stop.wait(self._interval_s)
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.samples) / MB
+
+
+def run_cli(server: Server, corpus: Path, out: Path, name: str) -> tuple[float, dict[str, Any]]:
+    """Wall-clock seconds of one ``python -m ingest`` run, and its summary."""
+    summary = out / f"{name}.json"
+    args = [sys.executable, "-m", "ingest", str(corpus), "--datastore", "bench-ingest"]
+    args += ["--create", "--target", server.target, "--key-file"]
+    args += [str(server.data_dir / "api-key"), "--progress", "never", "--summary-json"]
+    args += [str(summary), "--failed-file", str(out / f"{name}-failed.tsv")]
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"ingest exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return seconds, json.loads(summary.read_text())
+
+
+def small_documents(ds_id: str, n: int) -> Iterator[pb.StreamIngestRequest]:
+    for i in range(n):
+        document = pb.DocumentInput(
+            external_id=f"m{i}", text=f"Memory check document {i}, about topic {i % 97}."
+        )
+        yield pb.StreamIngestRequest(datastore_id=ds_id, document=document)
+
+
+def memory_check(server: Server, client: Client, n: int) -> dict[str, Any]:
+    """Stream ``n`` small documents as fast as the client can; the server's RSS throughout."""
+    ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="bench-memory"))
+    before = server.rss() / MB
+    statuses: dict[int, int] = {}
+    quarter_peaks: list[float] = []
+    with RssSampler(server) as sampler:
+        start = time.perf_counter()
+        for i, result in enumerate(client.ingest.StreamIngest(small_documents(ds.id, n)), 1):
+            statuses[result.status] = statuses.get(result.status, 0) + 1
+            if i % (n // 4) == 0:
+                quarter_peaks.append(round(max(sampler.samples, default=0) / MB, 1))
+        seconds = time.perf_counter() - start
+    stored = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=ds.id))
+    return {
+        "documents": n,
+        "created": statuses.get(pb.CREATED, 0),
+        "stored_documents": stored.document_count,
+        "stored_chunks": stored.chunk_count,
+        "seconds": round(seconds, 2),
+        "docs_per_s": round(n / seconds, 1),
+        "rss_before_mb": round(before, 1),
+        "peak_rss_mb": round(sampler.peak_mb, 1),
+        "peak_rss_mb_after_each_quarter": quarter_peaks,
+        "rss_after_mb": round(server.rss() / MB, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--memory-docs", type=int, default=50_000, help="0 skips the check")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = out / "server-data"
+    if data_dir.exists():
+        raise SystemExit(f"{data_dir} exists: use a fresh --out")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = Settings(data_dir=data_dir)  # what the server will read from the same env
+    load_before = os.getloadavg()
+
+    docs = load_corpus(args.corpus)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()), local_files_only=True)
+    chunks = chunk_corpus(docs, settings, tokenizer)
+    print(f"{len(docs)} documents, {len(chunks)} chunks", flush=True)
+
+    st_seconds = raw_sentence_transformers(chunks, settings.embed_batch_size)
+    raw = len(docs) / st_seconds
+    print(f"raw sentence-transformers encode: {st_seconds:.1f} s, {raw:.1f} docs/s", flush=True)
+    backend = raw_backend(chunks, settings)
+    if backend is not None:
+        print(f"raw {backend[0]} backend: {backend[1]:.1f} s", flush=True)
+
+    server = Server(data_dir)
+    server.start()
+    try:
+        client = connect(server.target, (data_dir / "api-key").read_text().strip())
+        with RssSampler(server) as ingest_rss:
+            first_s, first = run_cli(server, args.corpus, out, "run1")
+        print(f"ingest run 1: {first_s:.1f} s {first}", flush=True)
+        stored = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=first["datastore_id"]))
+        second_s, second = run_cli(server, args.corpus, out, "run2")
+        print(f"ingest run 2: {second_s:.1f} s {second}", flush=True)
+        memory = memory_check(server, client, args.memory_docs) if args.memory_docs else None
+        client.close()
+    finally:
+        server.stop()
+
+    ingest = len(docs) / first_s
+    results: dict[str, Any] = {
+        "raw_embed_docs_per_s": round(raw, 2),
+        "ingest_docs_per_s": round(ingest, 2),
+        "ratio": round(ingest / raw, 3),
+        "rerun_speedup": round(first_s / second_s, 1),
+        "corpus": str(args.corpus),
+        "documents": len(docs),
+        "chunks": len(chunks),
+        "batch_size": settings.embed_batch_size,
+        "chunk_size": settings.default_chunk_size,
+        "chunk_overlap": settings.default_chunk_overlap,
+        "raw_embed_seconds": round(st_seconds, 2),
+        "raw_embed_chunks_per_s": round(len(chunks) / st_seconds, 2),
+        "ingest_seconds": round(first_s, 2),
+        "ingest_summary": first,
+        "rerun_seconds": round(second_s, 2),
+        "rerun_summary": second,
+        "stored_documents": stored.document_count,
+        "stored_chunks": stored.chunk_count,
+        "counts_match": stored.document_count == len(docs) and stored.chunk_count == len(chunks),
+        "ingest_peak_rss_mb": round(ingest_rss.peak_mb, 1),
+        "memory_check": memory,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    if backend is not None:
+        name, seconds = backend
+        results["server_embedding_backend"] = name
+        results["raw_backend_docs_per_s"] = round(len(docs) / seconds, 2)
+        results["ratio_vs_backend"] = round(ingest * seconds / len(docs), 3)
+    parts = [
+        f"{len(docs)} docs / {len(chunks)} chunks: raw embedding {raw:.1f} docs/s "
+        f"(sentence-transformers encode, batch {settings.embed_batch_size})",
+        f"ingest via the CLI {ingest:.1f} docs/s (ratio {ingest / raw:.2f})",
+    ]
+    if backend is not None:
+        parts.append(
+            f"{backend[0]} backend raw {results['raw_backend_docs_per_s']:.1f} docs/s "
+            f"(ratio {results['ratio_vs_backend']:.2f})"
+        )
+    parts.append(f"rerun {second_s:.1f} s ({first_s / second_s:.0f}x faster)")
+    if memory is not None:
+        parts.append(
+            f"{memory['documents']} small docs streamed, server peak RSS {memory['peak_rss_mb']} MB"
+        )
+    summary = "; ".join(parts)
+    results["summary"] = summary
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    print(summary)
+    return 0 if results["counts_match"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

