@@ -1,8 +1,10 @@
 """The embedding worker: one thread that owns the models' CPU time.
 
 Request threads hand texts over and wait on a future, so embedding runs off the
-gRPC threads; concurrent small requests for the same model are merged into one
-batch (bounded wait, bounded size), which is far faster per text on a CPU.
+gRPC threads. Small jobs (queries) for the same model are merged into one batch
+(bounded wait, bounded size), which is far faster per text on a CPU. Large jobs
+(ingestion) run in slices, and queued small jobs go first between two slices,
+so a query never waits behind a whole ingestion batch.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,8 +34,18 @@ class _Job:
     future: Future[np.ndarray] = field(default_factory=Future)
 
 
+@dataclass
+class _BulkJob:
+    """A large job done slice by slice, shortest texts first (less padding per slice)."""
+
+    job: _Job
+    order: list[int]
+    out: np.ndarray | None = None
+    done: int = 0
+
+
 class EmbeddingWorker:
-    """Batches embedding jobs per model on a dedicated thread."""
+    """Batches embedding jobs per model on a dedicated thread, queries first."""
 
     def __init__(
         self,
@@ -50,6 +62,8 @@ class EmbeddingWorker:
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._small: list[_Job] = []
+        self._bulk: deque[_BulkJob] = deque()
         self._thread = threading.Thread(target=self._run, name="embedding-worker", daemon=True)
         self._stopped = False
 
@@ -59,7 +73,7 @@ class EmbeddingWorker:
     def stop(self) -> None:
         self._stopped = True
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)
 
     def embed(self, model: str, texts: Sequence[str]) -> Vector:
         """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users)."""
@@ -89,43 +103,60 @@ class EmbeddingWorker:
                     self._cache.popitem(last=False)
         return vector
 
-    def _run(self) -> None:
-        pending: list[_Job] = []
-        while True:
-            if not pending:
-                job = self._queue.get()
-                if job is None:
-                    return
-                pending.append(job)
-            batch, pending = self._take_batch(pending)
-            self._execute(batch)
+    # ------------------------------------------------------------------ worker thread
 
-    def _take_batch(self, pending: list[_Job]) -> tuple[list[_Job], list[_Job]]:
-        """The first job plus whatever same-model jobs arrive within the wait."""
-        first = pending[0]
-        batch: list[_Job] = [first]
-        rest: list[_Job] = []
-        size = len(first.texts)
-        for job in pending[1:]:
-            (batch if job.model == first.model else rest).append(job)
-        deadline = time.monotonic() + self._max_wait_s
-        while size < self._max_batch:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
+    def _run(self) -> None:
+        while True:
+            idle = not self._small and not self._bulk
+            if not self._accept(block=idle, timeout=None):
                 break
-            try:
-                more = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                break
-            if more is None:
-                self._queue.put(None)  # handle the stop after this batch
-                break
-            if more.model == first.model:
-                batch.append(more)
-                size += len(more.texts)
+            if self._small:
+                self._execute(self._take_small_batch())
+            elif self._bulk:
+                self._run_slice()
+        self._fail_pending()
+
+    def _accept(self, *, block: bool, timeout: float | None) -> bool:
+        """Move queued jobs to the small or bulk lists; False once stop was asked."""
+        try:
+            job = self._queue.get(block=block, timeout=timeout)
+        except queue.Empty:
+            return True
+        while True:
+            if job is None:
+                return False
+            if len(job.texts) > self._max_batch:
+                texts = job.texts
+                order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+                self._bulk.append(_BulkJob(job, order))
             else:
-                rest.append(more)
-        return batch, rest
+                self._small.append(job)
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _take_small_batch(self) -> list[_Job]:
+        """The oldest small job plus same-model ones, waiting briefly for more to arrive."""
+        deadline = time.monotonic() + self._max_wait_s
+        while True:
+            model = self._small[0].model
+            batch = [j for j in self._small if j.model == model]
+            size = sum(len(j.texts) for j in batch)
+            timeout = deadline - time.monotonic()
+            if size >= self._max_batch or timeout <= 0:
+                break
+            if not self._accept(block=True, timeout=timeout):
+                self._queue.put(None)  # stop after this batch
+                break
+        taken: list[_Job] = []
+        size = 0
+        for job in list(self._small):
+            if job.model == model and size + len(job.texts) <= self._max_batch:
+                taken.append(job)
+                size += len(job.texts)
+                self._small.remove(job)
+        return taken
 
     def _execute(self, batch: list[_Job]) -> None:
         texts = [t for job in batch for t in job.texts]
@@ -140,3 +171,35 @@ class EmbeddingWorker:
         for job in batch:
             job.future.set_result(vectors[start : start + len(job.texts)])
             start += len(job.texts)
+
+    def _run_slice(self) -> None:
+        bulk = self._bulk[0]
+        rows = bulk.order[bulk.done : bulk.done + self._max_batch]
+        try:
+            vectors = self.registry.get(bulk.job.model).embed([bulk.job.texts[i] for i in rows])
+        except Exception as e:
+            _log.exception("embedding failed")
+            self._bulk.popleft()
+            bulk.job.future.set_exception(e)
+            return
+        if bulk.out is None:
+            bulk.out = np.empty((len(bulk.job.texts), vectors.shape[1]), dtype=np.float32)
+        bulk.out[rows] = vectors
+        bulk.done += len(rows)
+        if bulk.done == len(bulk.order):
+            self._bulk.popleft()
+            bulk.job.future.set_result(bulk.out)
+
+    def _fail_pending(self) -> None:
+        error = Unavailable("the service is shutting down")
+        for job in [*self._small, *(b.job for b in self._bulk)]:
+            job.future.set_exception(error)
+        self._small.clear()
+        self._bulk.clear()
+        while True:
+            try:
+                queued = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if queued is not None:
+                queued.future.set_exception(error)

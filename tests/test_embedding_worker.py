@@ -1,0 +1,124 @@
+"""The embedding worker with a tiny deterministic model: batching, slicing, query priority."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from service.embedding.worker import EmbeddingWorker
+from service.errors import Unavailable
+
+
+class CountingModel:
+    """Embeds a text as [len(text), 1]; records every batch it ran."""
+
+    name = "counting"
+    dimensions = 2
+    max_tokens = 100
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[list[str]] = []
+        self._delay_s = delay_s
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        self.batches.append(list(texts))
+        time.sleep(self._delay_s)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return []
+
+
+class OneModel:
+    def __init__(self, model: CountingModel) -> None:
+        self.model = model
+
+    def get(self, name: str) -> CountingModel:
+        return self.model
+
+
+def make_worker(model: CountingModel, **kw: Any) -> EmbeddingWorker:
+    worker = EmbeddingWorker(OneModel(model), **kw)  # type: ignore[arg-type]
+    worker.start()
+    return worker
+
+
+def test_large_jobs_come_back_in_input_order_from_slices() -> None:
+    model = CountingModel()
+    worker = make_worker(model, max_batch=4)
+    texts = ["x" * n for n in (9, 1, 7, 3, 5, 2, 8, 4, 6, 10)]
+    try:
+        out = worker.embed("m", texts)
+    finally:
+        worker.stop()
+    assert out[:, 0].tolist() == [len(t) for t in texts]
+    assert all(len(b) <= 4 for b in model.batches)
+    assert len(model.batches) == 3
+
+
+def test_concurrent_queries_share_a_batch() -> None:
+    model = CountingModel(delay_s=0.05)
+    worker = make_worker(model, max_batch=64, max_wait_s=0.01)
+    results: dict[int, float] = {}
+
+    def query(i: int) -> None:
+        results[i] = float(worker.embed("m", ["q" * i])[0, 0])
+
+    try:
+        worker.embed("m", ["warm"])  # occupies the worker while the queries queue up
+        threads = [threading.Thread(target=query, args=(i,)) for i in range(1, 9)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        worker.stop()
+    assert results == {i: float(i) for i in range(1, 9)}
+    assert len(model.batches) < 9  # fewer model calls than queries
+
+
+def test_a_query_does_not_wait_for_a_whole_ingestion_batch() -> None:
+    model = CountingModel(delay_s=0.02)
+    worker = make_worker(model, max_batch=4, max_wait_s=0.0)
+    bulk_done = threading.Event()
+
+    def bulk() -> None:
+        worker.embed("m", ["b" * 5] * 80)  # 20 slices
+        bulk_done.set()
+
+    try:
+        t = threading.Thread(target=bulk)
+        t.start()
+        time.sleep(0.05)
+        worker.embed("m", ["query"])
+        assert not bulk_done.is_set()  # the query was served between slices
+        t.join()
+    finally:
+        worker.stop()
+    assert ["query"] in model.batches
+
+
+def test_stop_fails_waiting_callers_instead_of_hanging() -> None:
+    model = CountingModel()
+    worker = make_worker(model)
+    worker.stop()
+    with pytest.raises(Unavailable):
+        worker.embed("m", ["late"])
+
+
+def test_query_cache_returns_the_same_vector_without_the_model() -> None:
+    model = CountingModel()
+    worker = make_worker(model, query_cache_size=2)
+    try:
+        first = worker.embed_query("m", "hello")
+        again = worker.embed_query("m", "hello")
+    finally:
+        worker.stop()
+    assert again is first
+    assert model.batches == [["hello"]]
