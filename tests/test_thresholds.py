@@ -129,3 +129,16 @@ def test_settings_changed_by_another_replica_apply_to_the_next_query(
             break
         time.sleep(0.05)
     assert [h.score for h in query_vector(client, [ds.id], [1.0, 0.0]).hits] == [0.75, 0.5, 0.25]
+
+
+def test_fallback_over_several_datastores_keeps_the_best_three(client: Client) -> None:
+    a = dot_datastore(client, threshold=0.9)
+    b = dot_datastore(client, threshold=0.9)
+    empty = vector_datastore(client, pb.DOT, 2, threshold=0.9)
+    got = query_vector(client, [a.id, b.id, empty.id], [1.0, 0.0])
+    assert [h.score for h in got.hits] == [0.75, 0.75, 0.5]
+    assert all(h.below_threshold for h in got.hits)
+    reports = {r.datastore_id: r for r in got.datastores}
+    assert reports[empty.id].hit_count == 0
+    assert not reports[empty.id].fallback
+    assert reports[a.id].fallback

@@ -175,16 +175,20 @@ class Retrieval:
         else:
             passing.sort(key=lambda h: (-h.score, h.chunk_id))
         # Each datastore already contributed at most its own max_results; a request
-        # override also bounds the merged list.
-        hits = passing if spec.max_results is None else passing[: spec.max_results]
+        # override also bounds the merged list. Fallback hits: the best min(3, max_results).
+        limit = spec.max_results
+        if fallback:
+            widest = max((p.max_results for p, _ in per_datastore), default=0)
+            limit = min(FALLBACK_HITS, limit if limit is not None else widest)
+        hits = passing if limit is None else passing[:limit]
         reports = [
             DatastoreReport(
                 datastore_id=plan.datastore.id,
                 metric=plan.datastore.metric,
                 similarity_threshold=plan.threshold,
                 max_results=plan.max_results,
-                hit_count=sum(1 for h in hits if h.datastore_id == plan.datastore.id),
-                fallback=fallback and plan.datastore.config.low_confidence_fallback,
+                hit_count=(count := sum(1 for h in hits if h.datastore_id == plan.datastore.id)),
+                fallback=fallback and count > 0,
                 mode=plan.mode,
             )
             for plan, _ in per_datastore
