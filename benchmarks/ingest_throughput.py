@@ -27,6 +27,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -59,7 +60,9 @@ def chunk_corpus(docs: list[dict[str, Any]], settings: Settings, tokenizer: Any)
     chunks: list[str] = []
     for doc in docs:
         text = doc["text"]
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
         spans = [(int(a), int(b)) for a, b in offsets["offset_mapping"]]
         windows = chunk_text(
             text,
@@ -71,22 +74,22 @@ def chunk_corpus(docs: list[dict[str, Any]], settings: Settings, tokenizer: Any)
     return chunks
 
 
-def raw_sentence_transformers(chunks: list[str], batch_size: int) -> float:
-    """Seconds for sentence-transformers ``encode`` on ``chunks`` (one call)."""
+def raw_sentence_transformers(chunks: list[str], batch_size: int) -> tuple[float, float]:
+    """Wall-clock and CPU seconds for sentence-transformers ``encode`` on ``chunks``."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(bundled_model_path()), device="cpu", local_files_only=True)
     model.encode(chunks[:batch_size], batch_size=batch_size)  # warm up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.encode(chunks, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     del model
     gc.collect()
-    return seconds
+    return seconds, cpu
 
 
-def raw_backend(chunks: list[str], settings: Settings) -> tuple[str, float] | None:
-    """(backend, seconds) for the server's own embedder on ``chunks``, if not torch."""
+def raw_backend(chunks: list[str], settings: Settings) -> tuple[str, float, float] | None:
+    """(backend, wall, CPU seconds) for the server's own embedder on ``chunks``, unless torch."""
     backend = str(getattr(settings, "embedding_backend", "torch"))
     if backend == "torch":
         return None
@@ -101,12 +104,37 @@ def raw_backend(chunks: list[str], settings: Settings) -> tuple[str, float] | No
     )
     model = registry.get(BUNDLED_MODEL)
     model.embed(chunks[: settings.embed_batch_size])  # warm up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.embed(chunks)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     del model, registry
     gc.collect()
-    return backend, seconds
+    return backend, seconds, cpu
+
+
+def _cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of a process (with its reaped children, if asked), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds(pgdata: Path) -> float:
+    """CPU of the embedded PostgreSQL: the postmaster, its live and its exited backends."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    total = _cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == postmaster:
+                total += _cpu_seconds(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total
 
 
 def free_port() -> int:
@@ -136,6 +164,11 @@ class Server:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by the service process and its database."""
+        assert self.proc is not None
+        return _cpu_seconds(self.proc.pid) + postgres_cpu_seconds(self.data_dir / "pgdata")
 
     def rss(self) -> int:
         """The server process's resident memory, in bytes (Linux /proc)."""
@@ -182,19 +215,29 @@ class RssSampler:
         return max(self.samples) / MB
 
 
-def run_cli(server: Server, corpus: Path, out: Path, name: str) -> tuple[float, dict[str, Any]]:
-    """Wall-clock seconds of one ``python -m ingest`` run, and its summary."""
+def run_cli(
+    server: Server, corpus: Path, out: Path, name: str
+) -> tuple[float, float, dict[str, Any]]:
+    """Wall-clock and CPU seconds (CLI + server + database) of one ``python -m ingest`` run,
+    and its summary."""
     summary = out / f"{name}.json"
     args = [sys.executable, "-m", "ingest", str(corpus), "--datastore", "bench-ingest"]
     args += ["--create", "--target", server.target, "--key-file"]
     args += [str(server.data_dir / "api-key"), "--progress", "never", "--summary-json"]
     args += [str(summary), "--failed-file", str(out / f"{name}-failed.tsv")]
+    cpu_before = server.cpu_seconds() + _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
+    cpu = server.cpu_seconds() + _children_cpu() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"ingest exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return seconds, json.loads(summary.read_text())
+    return seconds, cpu, json.loads(summary.read_text())
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def small_documents(ds_id: str, n: int) -> Iterator[pb.StreamIngestRequest]:
@@ -238,6 +281,11 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--memory-docs", type=int, default=50_000, help="0 skips the check")
+    parser.add_argument(
+        "--skip-backend-raw",
+        action="store_true",
+        help="do not also time the server's own embedding backend alone",
+    )
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -255,10 +303,10 @@ def main() -> int:
     chunks = chunk_corpus(docs, settings, tokenizer)
     print(f"{len(docs)} documents, {len(chunks)} chunks", flush=True)
 
-    st_seconds = raw_sentence_transformers(chunks, settings.embed_batch_size)
+    st_seconds, st_cpu = raw_sentence_transformers(chunks, settings.embed_batch_size)
     raw = len(docs) / st_seconds
     print(f"raw sentence-transformers encode: {st_seconds:.1f} s, {raw:.1f} docs/s", flush=True)
-    backend = raw_backend(chunks, settings)
+    backend = None if args.skip_backend_raw else raw_backend(chunks, settings)
     if backend is not None:
         print(f"raw {backend[0]} backend: {backend[1]:.1f} s", flush=True)
 
@@ -267,10 +315,10 @@ def main() -> int:
     try:
         client = connect(server.target, (data_dir / "api-key").read_text().strip())
         with RssSampler(server) as ingest_rss:
-            first_s, first = run_cli(server, args.corpus, out, "run1")
+            first_s, first_cpu, first = run_cli(server, args.corpus, out, "run1")
         print(f"ingest run 1: {first_s:.1f} s {first}", flush=True)
         stored = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=first["datastore_id"]))
-        second_s, second = run_cli(server, args.corpus, out, "run2")
+        second_s, second_cpu, second = run_cli(server, args.corpus, out, "run2")
         print(f"ingest run 2: {second_s:.1f} s {second}", flush=True)
         memory = memory_check(server, client, args.memory_docs) if args.memory_docs else None
         client.close()
@@ -291,9 +339,13 @@ def main() -> int:
         "chunk_overlap": settings.default_chunk_overlap,
         "raw_embed_seconds": round(st_seconds, 2),
         "raw_embed_chunks_per_s": round(len(chunks) / st_seconds, 2),
+        "raw_embed_cpu_seconds": round(st_cpu, 2),
         "ingest_seconds": round(first_s, 2),
+        "ingest_cpu_seconds": round(first_cpu, 2),
+        "cpu_ratio": round(st_cpu / first_cpu, 3),
         "ingest_summary": first,
         "rerun_seconds": round(second_s, 2),
+        "rerun_cpu_seconds": round(second_cpu, 2),
         "rerun_summary": second,
         "stored_documents": stored.document_count,
         "stored_chunks": stored.chunk_count,
@@ -305,14 +357,17 @@ def main() -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     if backend is not None:
-        name, seconds = backend
+        name, seconds, cpu = backend
         results["server_embedding_backend"] = name
         results["raw_backend_docs_per_s"] = round(len(docs) / seconds, 2)
+        results["raw_backend_cpu_seconds"] = round(cpu, 2)
         results["ratio_vs_backend"] = round(ingest * seconds / len(docs), 3)
+        results["cpu_ratio_vs_backend"] = round(cpu / first_cpu, 3)
     parts = [
         f"{len(docs)} docs / {len(chunks)} chunks: raw embedding {raw:.1f} docs/s "
         f"(sentence-transformers encode, batch {settings.embed_batch_size})",
-        f"ingest via the CLI {ingest:.1f} docs/s (ratio {ingest / raw:.2f})",
+        f"ingest via the CLI {ingest:.1f} docs/s (ratio {ingest / raw:.2f}; "
+        f"CPU-time ratio {results['cpu_ratio']:.2f})",
     ]
     if backend is not None:
         parts.append(

@@ -36,6 +36,10 @@ from benchmarks.quality_lib.config import METRICS, MODES, RunConfig, reproductio
 from service.client import Client, pb
 
 _started = time.monotonic()
+NO_ADVICE = {
+    "reachable": False,
+    "not_applicable": "keyword mode: hits have no vector score, no similarity_threshold applies",
+}
 AT_10 = {"ndcg@10", "recall@10", "mrr@10", "seconds", "qps"}
 
 
@@ -66,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="prepend",
         help="prepend: embed title + ' ' + text (default); field: send the title apart",
     )
-    p.add_argument("--objective", default="f1", help="advisor objective: f1 | recall>=R")
+    p.add_argument("--objective", default="f1", help="advisor objective: f1 | recall>=R | keep>=R")
+    p.add_argument(
+        "--advise-max-results",
+        type=int,
+        help="advise a threshold for this max_results (default: search 1..100)",
+    )
     p.add_argument("--advisor-depth", type=int, default=100, help="chunk hits per query")
     p.add_argument("--target", help="HOST:PORT of a running server (default: start one)")
     p.add_argument("--key", help="API key for --target")
@@ -110,18 +119,20 @@ def _apply(client: Client, datastore_id: str, advice: dict[str, Any]) -> None:
 
 
 def _passes(config: RunConfig) -> list[runner.QueryPass]:
-    return [
+    passes = [
         runner.QueryPass("exact", True, config.top_k, True),
         runner.QueryPass("hnsw", False, config.top_k, True),
         # max_results 10 keeps ef_search at the datastore's value (the server uses max(ef, k))
         runner.QueryPass("hnsw@10", False, 10, True),
-        runner.QueryPass("advisor", config.exact, config.advisor_depth, False),
     ]
+    if config.mode != "keyword":  # keyword hits have no vector score to put a threshold on
+        passes.append(runner.QueryPass("advisor", config.exact, config.advisor_depth, False))
+    return passes
 
 
 def _measure(
     client: Client, ds: pb.Datastore, dataset: beir.Dataset, config: RunConfig
-) -> tuple[dict[str, Any], Advice]:
+) -> tuple[dict[str, Any], Advice | None]:
     """Run the query passes; return the figures and the advice."""
     out: dict[str, runner.PassResult] = {}
     for spec in _passes(config):
@@ -143,7 +154,15 @@ def _measure(
         "ndcg@10_hnsw": runs["hnsw@10"]["ndcg@10"],
         "ndcg@10_diff": runs["hnsw@10"]["ndcg@10"] - exact10["ndcg@10"],
     }
-    advice = advise(dataset.qrels, out["advisor"].hits, config.objective, config.advisor_depth)
+    if "advisor" not in out:
+        return {"runs": runs, "hnsw_vs_exact": hnsw_vs_exact}, None
+    advice = advise(
+        dataset.qrels,
+        out["advisor"].hits,
+        config.objective,
+        config.advisor_depth,
+        config.advise_max_results,
+    )
     return {"runs": runs, "hnsw_vs_exact": hnsw_vs_exact}, advice
 
 
@@ -153,7 +172,7 @@ def _results(
     ds: pb.Datastore,
     ingest: runner.IngestStats,
     measured: dict[str, Any],
-    advice: Advice,
+    advice: Advice | None,
     target: str,
     out_dir: Path,
 ) -> dict[str, Any]:
@@ -180,7 +199,7 @@ def _results(
         published_source=report.PUBLISHED_SOURCE if published else None,
         published_diff=({k: results[k] - v for k, v in published.items()} if published else None),
         **measured,
-        advice=advice.summary(),
+        advice=advice.summary() if advice else NO_ADVICE,
         ingest={
             "documents": ingest.documents,
             "chunks": ingest.chunks,
@@ -189,7 +208,7 @@ def _results(
         },
         server=target,
     )
-    if advice.best is not None:
+    if advice is not None and advice.best is not None:
         t, n = advice.best.threshold, advice.best.max_results
         results["apply"] = {
             "grpcurl": apply.grpcurl_command(target, "DATASTORE_ID", t, n),
@@ -200,7 +219,9 @@ def _results(
     return results
 
 
-def _write(out_dir: Path, results: dict[str, Any], advice: Advice, baseline: Path | None) -> None:
+def _write(
+    out_dir: Path, results: dict[str, Any], advice: Advice | None, baseline: Path | None
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     report.write_json(out_dir / "results.json", results)
     other = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
@@ -214,8 +235,10 @@ def _write(out_dir: Path, results: dict[str, Any], advice: Advice, baseline: Pat
     if other is not None:
         bars[f"baseline ({other['label']})"] = other
     plots.metrics_chart(out_dir / "metrics.png", bars, title)
-    plots.score_histogram(out_dir / "scores.png", advice, results["config"]["advisor_depth"], title)
-    plots.threshold_chart(out_dir / "threshold.png", advice, title)
+    if advice is not None:
+        depth = results["config"]["advisor_depth"]
+        plots.score_histogram(out_dir / "scores.png", advice, depth, title)
+        plots.threshold_chart(out_dir / "threshold.png", advice, title)
 
 
 def _label(results: dict[str, Any]) -> str:
@@ -240,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         title=args.title,
         advisor_depth=args.advisor_depth,
         objective=args.objective,
+        advise_max_results=args.advise_max_results,
     )
     if args.reproduce:
         config = reproduction(config)
@@ -286,7 +310,7 @@ def _run_on(
     if args.apply:
         _apply(client, args.apply, results["advice"])
     _summary(results)
-    log(f"wrote {args.out}/results.json, report.md, metrics.png, scores.png, threshold.png")
+    log(f"wrote {args.out}/: results.json, report.md and the plots")
     return 0
 
 
@@ -322,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.dataset is None or args.out is None:
         raise SystemExit("error: give DATASET_DIR and --out OUT_DIR")
+    if args.advise_max_results and not 1 <= args.advise_max_results <= args.advisor_depth:
+        raise SystemExit("error: --advise-max-results must be 1..--advisor-depth")
     if args.apply and not args.target:
         raise SystemExit("error: --apply needs --target (an embedded service ends with the run)")
     try:

@@ -77,18 +77,25 @@ class _Feed:
         """The requests of one stream; stops early once a newer stream has begun."""
         with self._lock:
             generation = self._generation
-        while (record := self._next()) is not None:
+        while True:
             with self._lock:
                 if generation != self._generation:
-                    self._resend.append(record)
                     return
-                self._awaiting.append(record)
+                record = self._resend.popleft() if self._resend else None
+                if record is not None:
+                    self._awaiting.append(record)
+            if record is None:
+                record = self._next_item()
+                if record is None:
+                    return
+                with self._lock:
+                    if generation != self._generation:
+                        self._resend.append(record)  # pulled for a stream that has ended
+                        return
+                    self._awaiting.append(record)
             yield to_request(record, self._datastore_id)
 
-    def _next(self) -> Record | None:
-        with self._lock:
-            if self._resend:
-                return self._resend.popleft()
+    def _next_item(self) -> Record | None:
         with self._items_lock:
             for item in self._items:
                 if isinstance(item, Record):
@@ -137,6 +144,8 @@ def run_job(
                     STATUS_NAMES.get(result.status, "failed"), result.external_id, result.error
                 )
                 failures_in_a_row = 0
+            if unanswered := feed.restart():
+                raise JobError(f"the server ended the stream with {unanswered} unanswered")
             return
         except grpc.RpcError as e:
             code, details = status_of(e)

@@ -256,6 +256,25 @@ def test_api_key_resolution(tmp_path: Path) -> None:
         resolve_api_key(None, None, environ={"RETRIEVAL_DATA_DIR": str(tmp_path / "none")})
 
 
+def test_feed_resends_unanswered_documents_after_a_restart() -> None:
+    from ingest.job import JobError, _Feed
+
+    items = [Record(f"r{i}", f"text {i}") for i in range(6)]
+    unreadable: list[Unreadable] = []
+    feed = _Feed([*items[:2], Unreadable("bad", "why"), *items[2:]], "ds", unreadable.append)
+    first = feed.requests()
+    sent = [next(first).document.external_id for _ in range(4)]
+    assert sent == ["r0", "r1", "r2", "r3"] and unreadable == [Unreadable("bad", "why")]
+    feed.acknowledge("r0")
+    with pytest.raises(JobError):
+        feed.acknowledge("r2")  # answers come in the order documents were sent
+    assert feed.restart() == 3
+    assert list(first) == []  # the old stream stops sending
+    second = [r.document.external_id for r in feed.requests()]
+    assert second == ["r1", "r2", "r3", "r4", "r5"]
+    assert all(r.datastore_id == "ds" for r in feed.requests())
+
+
 # ------------------------------------------------------------------ the CLI against the server
 
 

@@ -195,6 +195,26 @@ def test_statistics_stay_exact_through_update_and_delete(client: Client, app: Ap
     assert stats(app, ds.id) == (0, 0, {})
 
 
+def test_concurrent_writers_keep_statistics_exact(client: Client, app: App) -> None:
+    """Writers of one datastore queue on its statistics row: no deadlock, nothing lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = corpus(8, 64)
+    ds = text_chunks_datastore(client, {"seed": ["apple"]})
+    batches = [
+        {f"d{i}": [texts[i], texts[(i + 1) % 64]] for i in range(j, 64, 4)} for j in range(4)
+    ]
+    # the same documents again with other text: updates racing with inserts
+    batches += [{ext: [c.upper() for c in chunks] for ext, chunks in b.items()} for b in batches]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda b: ingest(client, ds.id, b), batches))
+    final: dict[str, list[str]] = {"seed": ["apple"]}
+    for b in batches[4:]:
+        final.update(b)
+    got = stats(app, ds.id)
+    assert got == expected_stats({k: [c.lower() for c in v] for k, v in final.items()})
+
+
 def test_deleting_the_datastore_removes_its_statistics(client: Client, app: App) -> None:
     ds = text_chunks_datastore(client, {"a": ["apple plum"]})
     client.datastores.DeleteDatastore(pb.DeleteDatastoreRequest(id=ds.id))

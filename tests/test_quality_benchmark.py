@@ -182,7 +182,7 @@ def test_missing_dataset_files_are_reported(tmp_path: Path) -> None:
 
 
 def _hits(pairs: list[tuple[str, float]]) -> list[ChunkHit]:
-    return [ChunkHit(doc, i, score) for i, (doc, score) in enumerate(pairs)]
+    return [ChunkHit(doc, i, score, score) for i, (doc, score) in enumerate(pairs)]
 
 
 def test_document_run_scores_a_document_by_its_best_chunk() -> None:
@@ -217,8 +217,16 @@ def test_advisor_replays_the_threshold_rule() -> None:
     strict = advisor.advise(qrels, hits, "recall>=1.0", depth=3).best
     assert strict is not None
     assert (strict.threshold, strict.max_results) == (0.5, 2)
-    with pytest.raises(ValueError, match="objective"):
-        advisor.parse_objective("precision")
+    # keep>=1.0 at a pinned max_results: drop nothing that max_results 3 finds
+    kept = advisor.advise(qrels, hits, "keep>=1.0", depth=3, max_results=3).best
+    assert kept is not None
+    assert (kept.threshold, kept.max_results) == (0.5, 3)
+    # at max_results 1 only q1's document is ever found: F1 pinned there is lower
+    pinned = advisor.advise(qrels, hits, "f1", depth=3, max_results=1).best
+    assert pinned is not None and pinned.max_results == 1
+    for bad in ("precision", "recall>=0", "keep>=x"):
+        with pytest.raises(ValueError, match="objective"):
+            advisor.parse_objective(bad)
 
 
 def test_apply_command_lines_name_the_fields() -> None:

@@ -1,15 +1,20 @@
 """Threshold advisor: which similarity_threshold and max_results suit a datastore.
 
 From judged queries it replays the service's rule on chunk hits fetched with no
-threshold (take the top ``max_results`` hits, keep those with score >= threshold)
-for every pair on a grid, and measures the kept hits:
+threshold (take the top ``max_results`` hits, keep those whose vector score is >=
+threshold) for every (threshold, max_results) pair on a grid. The vector score is
+what the threshold applies to; in hybrid mode the ranking is RRF, and in keyword
+mode no threshold applies at all. It measures the kept hits:
 
 - precision: relevant kept hits / kept hits, pooled over all queries;
 - recall: relevant documents with at least one kept hit / relevant documents;
 - F1 of the two.
 
-Objectives: ``f1`` (the pair with the best F1) or ``recall>=R`` (the highest
-threshold, then the smallest max_results, whose recall is at least R).
+Objectives: ``f1`` (the pair with the best F1); ``recall>=R`` (the highest
+threshold, then the smallest max_results, whose recall is at least R); ``keep>=R``
+(the same, with recall relative to what that max_results finds with no threshold:
+a threshold that drops at most 1 - R of the relevant hits). ``max_results`` pins the
+grid to one value, e.g. the datastore's own.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.quality_lib.beir import Qrels
-from benchmarks.quality_lib.runner import Hits
+from benchmarks.quality_lib.runner import ChunkHit, Hits
 
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.01), 2)
 MAX_RESULTS = (1, 2, 3, 5, 10, 20, 50, 100)
@@ -44,6 +49,7 @@ class Advice:
     best: Point | None
     curve: list[Point]  # every threshold at the advised max_results
     by_max_results: list[dict[str, Any]]
+    curves: dict[int, list[Point]] = field(repr=False)
     relevant_scores: list[float] = field(repr=False)
     nonrelevant_scores: list[float] = field(repr=False)
 
@@ -56,6 +62,14 @@ class Advice:
             "max_results": None if self.best is None else self.best.max_results,
             "at_advice": None if self.best is None else asdict(self.best),
             "by_max_results": self.by_max_results,
+            # [threshold, precision, recall, F1] at every grid threshold, per max_results
+            "curves": {
+                str(n): [
+                    [p.threshold, round(p.precision, 4), round(p.recall, 4), round(p.f1, 4)]
+                    for p in curve
+                ]
+                for n, curve in self.curves.items()
+            },
             "scores": {
                 "relevant": _quantiles(self.relevant_scores),
                 "non_relevant": _quantiles(self.nonrelevant_scores),
@@ -63,15 +77,28 @@ class Advice:
         }
 
 
-def parse_objective(text: str) -> float | None:
-    """None for ``f1``; the recall target R for ``recall>=R``; ValueError otherwise."""
+@dataclass(frozen=True)
+class Objective:
+    kind: str  # "f1" | "recall" | "keep"
+    target: float | None = None
+
+
+def parse_objective(text: str) -> Objective:
+    """``f1``, ``recall>=R`` or ``keep>=R`` with 0 < R <= 1; ValueError otherwise."""
     if text == "f1":
-        return None
-    if text.startswith("recall>="):
-        target = float(text.removeprefix("recall>="))
-        if 0.0 < target <= 1.0:
-            return target
-    raise ValueError(f"objective must be 'f1' or 'recall>=R' with 0 < R <= 1, got {text!r}")
+        return Objective("f1")
+    for kind in ("recall", "keep"):
+        prefix = f"{kind}>="
+        if text.startswith(prefix):
+            try:
+                target = float(text.removeprefix(prefix))
+            except ValueError:
+                break
+            if 0.0 < target <= 1.0:
+                return Objective(kind, target)
+    raise ValueError(
+        f"objective must be 'f1', 'recall>=R' or 'keep>=R' with 0 < R <= 1, got {text!r}"
+    )
 
 
 def _quantiles(values: list[float]) -> dict[str, float | int]:
@@ -93,10 +120,11 @@ def _curve(qrels: Qrels, hits: Hits, n: int) -> list[Point]:
         judged = qrels.get(qid, {})
         best: dict[str, float] = {}
         for h in found[:n]:
-            kept_scores.append(h.score)
+            score = _threshold_score(h)
+            kept_scores.append(score)
             if judged.get(h.doc_id, 0) > 0:
-                relevant_scores.append(h.score)
-                best[h.doc_id] = max(best.get(h.doc_id, h.score), h.score)
+                relevant_scores.append(score)
+                best[h.doc_id] = max(best.get(h.doc_id, score), score)
         best_per_doc.extend(best.values())
     kept = _count_at_least(kept_scores)
     relevant = _count_at_least(relevant_scores)
@@ -110,35 +138,56 @@ def _curve(qrels: Qrels, hits: Hits, n: int) -> list[Point]:
     return points
 
 
+def _threshold_score(hit: ChunkHit) -> float:
+    if hit.vector_score is None:
+        raise ValueError("hits without a vector score: no similarity_threshold applies")
+    return hit.vector_score
+
+
 def _count_at_least(scores: list[float]) -> np.ndarray:
     """How many scores are >= each threshold (the service keeps score >= threshold)."""
     ordered = np.sort(np.asarray(scores, dtype=np.float64))
     return len(ordered) - np.searchsorted(ordered, THRESHOLDS, side="left")
 
 
-def _choose(points: list[Point], target: float | None) -> Point | None:
-    if target is None:
+def _choose(curves: dict[int, list[Point]], objective: Objective) -> Point | None:
+    points = [p for curve in curves.values() for p in curve]
+    if objective.kind == "f1":
         return max(points, key=lambda p: (round(p.f1, 6), p.threshold, -p.max_results))
-    ok = [p for p in points if p.recall >= target]
+    assert objective.target is not None
+    floor = {
+        n: objective.target * (c[0].recall if objective.kind == "keep" else 1.0)
+        for n, c in curves.items()
+    }
+    ok = [p for p in points if p.recall >= floor[p.max_results]]
     if not ok:
         return None
     return max(ok, key=lambda p: (p.threshold, -p.max_results, p.precision))
 
 
-def advise(qrels: Qrels, hits: Hits, objective: str = "f1", depth: int = 100) -> Advice:
-    """The best (threshold, max_results) for ``objective`` from hits fetched ``depth`` deep."""
-    target = parse_objective(objective)
-    sizes = [n for n in MAX_RESULTS if n <= depth]
+def advise(
+    qrels: Qrels,
+    hits: Hits,
+    objective: str = "f1",
+    depth: int = 100,
+    max_results: int | None = None,
+) -> Advice:
+    """The best (threshold, max_results) for ``objective`` from hits fetched ``depth`` deep.
+
+    ``max_results`` pins the advice to that value; otherwise the grid is searched.
+    """
+    goal = parse_objective(objective)
+    sizes = sorted(
+        {n for n in MAX_RESULTS if n <= depth} | ({max_results} if max_results else set())
+    )
     curves = {n: _curve(qrels, hits, n) for n in sizes}
-    best = _choose([p for c in curves.values() for p in c], target)
+    best = _choose({max_results: curves[max_results]} if max_results else curves, goal)
     rows = []
     for n, curve in curves.items():
         at_zero = curve[0]
-        top_f1 = _choose(curve, None)
-        assert top_f1 is not None
-        keep = max(
-            (p for p in curve if p.recall >= KEEP * at_zero.recall), key=lambda p: p.threshold
-        )
+        top_f1 = _choose({n: curve}, Objective("f1"))
+        keep = _choose({n: curve}, Objective("keep", KEEP))
+        assert top_f1 is not None and keep is not None
         rows.append(
             {
                 "max_results": n,
@@ -150,21 +199,23 @@ def advise(qrels: Qrels, hits: Hits, objective: str = "f1", depth: int = 100) ->
                 "best_f1_recall": round(top_f1.recall, 4),
                 "keep90_threshold": keep.threshold,
                 "keep90_precision": round(keep.precision, 4),
+                "keep90_recall": round(keep.recall, 4),
             }
         )
-    chosen_n = best.max_results if best is not None else sizes[-1]
+    chosen_n = best.max_results if best is not None else (max_results or sizes[-1])
     relevant: list[float] = []
     other: list[float] = []
     for qid, found in hits.items():
         judged = qrels.get(qid, {})
         for h in found:
-            (relevant if judged.get(h.doc_id, 0) > 0 else other).append(h.score)
+            (relevant if judged.get(h.doc_id, 0) > 0 else other).append(_threshold_score(h))
     return Advice(
         objective=objective,
         reachable=best is not None,
         best=best,
         curve=curves[chosen_n],
         by_max_results=rows,
+        curves=curves,
         relevant_scores=relevant,
         nonrelevant_scores=other,
     )

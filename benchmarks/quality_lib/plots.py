@@ -107,7 +107,7 @@ def threshold_chart(path: Path, advice: Advice, title: str) -> None:
     ax.set_xlabel("similarity_threshold (hits kept when score >= threshold)")
     ax.set_ylabel("fraction")
     ax.set_title(f"{title}\nmax_results = {n}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)

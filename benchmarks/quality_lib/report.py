@@ -112,6 +112,8 @@ def markdown(results: dict[str, Any], baseline: dict[str, Any] | None = None) ->
 def _advice_section(results: dict[str, Any]) -> list[str]:
     adv = results["advice"]
     lines = ["## Threshold advisor", ""]
+    if adv.get("not_applicable"):
+        return [*lines, f"Not applicable: {adv['not_applicable']}.", ""]
     if adv["reachable"]:
         at = adv["at_advice"]
         lines.append(
@@ -129,15 +131,16 @@ def _advice_section(results: dict[str, Any]) -> list[str]:
         "and the highest threshold keeping ≥ 90% of the no-threshold recall.",
         "",
         "| max_results | recall @ t=0 | precision @ t=0 | best-F1 threshold | F1 | P | R "
-        "| keep-90% threshold | P |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| keep-90% threshold | P | R |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in adv["by_max_results"]:
         lines.append(
             f"| {r['max_results']} | {r['recall_at_threshold_0']:.3f} "
             f"| {r['precision_at_threshold_0']:.3f} | {r['best_f1_threshold']:.2f} "
             f"| {r['best_f1']:.3f} | {r['best_f1_precision']:.3f} | {r['best_f1_recall']:.3f} "
-            f"| {r['keep90_threshold']:.2f} | {r['keep90_precision']:.3f} |"
+            f"| {r['keep90_threshold']:.2f} | {r['keep90_precision']:.3f} "
+            f"| {r['keep90_recall']:.3f} |"
         )
     rel, non = adv["scores"]["relevant"], adv["scores"]["non_relevant"]
     lines += [

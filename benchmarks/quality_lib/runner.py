@@ -20,7 +20,8 @@ INGEST_IN_FLIGHT = 2  # keeps the server's embedding worker busy while a batch i
 class ChunkHit:
     doc_id: str  # the corpus id (the document's external_id)
     chunk_index: int
-    score: float
+    score: float  # what the server ranks by: vector score, BM25 (keyword) or RRF (hybrid)
+    vector_score: float | None = None  # what similarity_threshold applies to, if any
 
 
 Hits = dict[str, list[ChunkHit]]  # query id -> hits, best first
@@ -169,7 +170,7 @@ def run_pass(
         qid, text = item
         response = client.retrieval.Query(_request(datastore_id, text, mode, spec))
         hits = [
-            ChunkHit(h.external_id, h.chunk_index, h.score)
+            ChunkHit(h.external_id, h.chunk_index, h.score, _vector_score(h, mode))
             for h in response.hits
             if not h.below_threshold
         ]
@@ -184,6 +185,13 @@ def run_pass(
         f"  pass {spec.name}: {len(hits)} queries in {seconds:.1f}s ({len(hits) / seconds:.1f} q/s)"
     )
     return PassResult(spec, hits, seconds)
+
+
+def _vector_score(hit: pb.Hit, mode: str) -> float | None:
+    if hit.HasField("vector_score"):
+        return hit.vector_score
+    # servers that predate vector_score send the vector score as score (vector mode only)
+    return hit.score if mode == "vector" else None
 
 
 def delete_datastore(client: Client, datastore_id: str) -> None:

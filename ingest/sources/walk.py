@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.records import Item, Origin
+from ingest.records import Item, Origin, Unreadable
 from ingest.sources.html import read_html
 from ingest.sources.pdf import read_pdf
 from ingest.sources.tabular import BEIR_FIELDS, FieldMap, count_records, read_csv, read_jsonl
@@ -83,18 +83,24 @@ class Source:
 
     def __iter__(self) -> Iterator[Item]:
         for path, origin in self.files():
-            if origin.format == "csv":
-                yield from read_csv(path, origin, self.options.fields)
-            elif origin.format == "jsonl":
-                yield from read_jsonl(path, origin, self.options.fields)
-            elif origin.format == "beir":
-                yield from read_jsonl(path, origin, BEIR_FIELDS)
-            elif origin.format == "pdf":
-                yield read_pdf(path, origin)
-            elif origin.format == "html":
-                yield read_html(path, origin)
-            else:
-                yield read_text(path, origin)
+            try:
+                yield from self._read(path, origin)
+            except OSError as e:  # unreadable file (permissions, vanished): it fails alone
+                yield Unreadable(origin.path, f"cannot read the file: {e}")
+
+    def _read(self, path: Path, origin: Origin) -> Iterator[Item]:
+        if origin.format == "csv":
+            yield from read_csv(path, origin, self.options.fields)
+        elif origin.format == "jsonl":
+            yield from read_jsonl(path, origin, self.options.fields)
+        elif origin.format == "beir":
+            yield from read_jsonl(path, origin, BEIR_FIELDS)
+        elif origin.format == "pdf":
+            yield read_pdf(path, origin)
+        elif origin.format == "html":
+            yield read_html(path, origin)
+        else:
+            yield read_text(path, origin)
 
     def count(self) -> int:
         """How many items iterating will yield (record files are counted line by line)."""
