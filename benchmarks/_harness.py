@@ -13,8 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service.client import wait_until_serving
 
 REPO = Path(__file__).resolve().parent.parent
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
@@ -24,21 +23,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_serving(target: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
-    raise RuntimeError(f"server at {target} never became SERVING")
 
 
 @contextmanager
@@ -65,7 +49,7 @@ def serve_process(data_dir: Path, log_file: Path, **settings: str) -> Iterator[t
     )
     target = f"127.0.0.1:{port}"
     try:
-        wait_serving(target)
+        wait_until_serving(target)
         key = (data_dir / "api-key").read_text().strip()
         yield target, key
     finally:

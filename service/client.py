@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,25 @@ import grpc
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "connect", "pb", "read_key_file"]
+__all__ = ["Client", "connect", "pb", "read_key_file", "wait_until_serving"]
+
+
+def wait_until_serving(target: str, timeout: float = 180.0) -> None:
+    """Block until the health service at ``target`` reports SERVING (TimeoutError if never)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.5)
+    raise TimeoutError(f"server at {target} never reported SERVING")
 
 
 def read_key_file(path: Path) -> str:

@@ -8,15 +8,12 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.client import connect, pb, read_key_file
+from service.client import connect, pb, read_key_file, wait_until_serving
 from service.storage.migrations import available_migrations, migrate
 from tests.conftest import MODEL_CACHE
 
@@ -27,21 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_serving(target: str, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
-    raise AssertionError(f"server at {target} never reported SERVING")
 
 
 class Served:
@@ -79,7 +61,7 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     s = Served(tmp_path / "data")
     try:
-        wait_serving(s.target)
+        wait_until_serving(s.target)
         yield s
     finally:
         if s.proc.poll() is None:
@@ -133,7 +115,7 @@ def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served)
     # a restart reuses the data directory and its key; no new key is printed
     again = Served(served.data_dir)
     try:
-        wait_serving(again.target)
+        wait_until_serving(again.target)
         client = connect(again.target, key)
         try:
             names = [
