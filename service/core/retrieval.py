@@ -65,25 +65,29 @@ class Retrieval:
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
         per_datastore: list[tuple[_Plan, list[search.Candidate]]] = []
-        with self._db.connection() as conn:
+        # Every datastore's search is queued before any is collected: one round trip
+        # to the database for the whole query (a short filtered search adds one).
+        with self._db.pipeline() as (conn, pipeline):
+            pending = []
             for plan in plans:
                 k = plan.max_results
                 if spec.distinct_documents:
                     k = min(k * _DISTINCT_OVERFETCH, self._settings.max_results_cap)
-                found = search_modes.run(
-                    conn,
-                    search_modes.DatastoreSearch(
-                        datastore=plan.datastore,
-                        mode=plan.mode,
-                        k=k,
-                        threshold=plan.threshold,
-                        exact=spec.exact,
-                        text=spec.text,
-                        vector=vectors.get(plan.datastore.id),
-                        where=where,
-                        hybrid_candidates=self._settings.hybrid_candidates,
-                    ),
+                request = search_modes.DatastoreSearch(
+                    datastore=plan.datastore,
+                    mode=plan.mode,
+                    k=k,
+                    threshold=plan.threshold,
+                    exact=spec.exact,
+                    text=spec.text,
+                    vector=vectors.get(plan.datastore.id),
+                    where=where,
+                    hybrid_candidates=self._settings.hybrid_candidates,
                 )
+                pending.append((plan, search_modes.submit(conn, request)))
+            pipeline.sync()
+            for plan, collect in pending:
+                found = collect()
                 if spec.distinct_documents:
                     found = _best_chunk_per_document(found)
                 per_datastore.append((plan, _cut(found, plan.max_results)))

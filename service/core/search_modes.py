@@ -9,7 +9,7 @@ from service.core.fusion import reciprocal_rank_fusion
 from service.models import Datastore, SearchMode, Vector
 from service.storage import keyword, search
 from service.storage.filters import Compiled
-from service.storage.search import Candidate
+from service.storage.search import Pending
 
 if TYPE_CHECKING:  # the core passes connections through; it never uses the driver
     import psycopg
@@ -30,19 +30,21 @@ class DatastoreSearch:
     hybrid_candidates: int  # the least each side of a hybrid search contributes
 
 
-def run(conn: psycopg.Connection, s: DatastoreSearch) -> list[Candidate]:
-    """Candidates flagged against the threshold (vector score; keyword mode has none).
+def submit(conn: psycopg.Connection, s: DatastoreSearch) -> Pending:
+    """Queue one datastore's search; the result collects its candidates, flagged
+    against the threshold (vector score; keyword mode has none).
 
     Hybrid takes max(k, hybrid_candidates) candidates from each side, both under the
     metadata filter, and fuses them with Reciprocal Rank Fusion; every fused hit
-    carries its vector score, which is what the threshold applies to.
+    carries its vector score, which is what the threshold applies to. Both sides are
+    queued before either is collected, so in a pipeline they share one round trip.
     """
     if s.mode is SearchMode.KEYWORD:
         assert s.text is not None
-        return keyword.search(conn, s.datastore, s.text, k=s.k, where=s.where)
+        return keyword.submit(conn, s.datastore, s.text, k=s.k, where=s.where)
     assert s.vector is not None
     if s.mode is SearchMode.VECTOR:
-        return search.search(
+        return search.submit(
             conn,
             s.datastore,
             s.vector,
@@ -53,10 +55,10 @@ def run(conn: psycopg.Connection, s: DatastoreSearch) -> list[Candidate]:
         )
     assert s.text is not None
     depth = max(s.k, s.hybrid_candidates)
-    dense = search.search(
+    dense = search.submit(
         conn, s.datastore, s.vector, k=depth, threshold=s.threshold, exact=s.exact, where=s.where
     )
-    sparse = keyword.search(
+    sparse = keyword.submit(
         conn,
         s.datastore,
         s.text,
@@ -65,4 +67,4 @@ def run(conn: psycopg.Connection, s: DatastoreSearch) -> list[Candidate]:
         vector=s.vector,
         threshold=s.threshold,
     )
-    return reciprocal_rank_fusion(dense, sparse, s.datastore.config.rrf_k)
+    return lambda: reciprocal_rank_fusion(dense(), sparse(), s.datastore.config.rrf_k)

@@ -9,11 +9,15 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from service.errors import Unavailable
+from service.errors import ResourceExhausted, Unavailable
 
 
 def _configure(conn: psycopg.Connection) -> None:
     register_vector(conn)
+
+
+def _reset(conn: psycopg.Connection) -> None:
+    conn.autocommit = False  # ``pipeline()`` lends connections in autocommit mode
 
 
 class Database:
@@ -35,6 +39,7 @@ class Database:
             timeout=timeout,
             open=False,
             configure=_configure,
+            reset=_reset,
             check=ConnectionPool.check_connection,
             name="retrieval",
         )
@@ -54,7 +59,24 @@ class Database:
         except PoolTimeout as e:
             raise Unavailable("database busy: no free connection, retry shortly") from e
         except psycopg.OperationalError as e:
+            if e.sqlstate is not None and e.sqlstate.startswith("54"):
+                # program_limit_exceeded & co: this request's data, not the database's health
+                raise ResourceExhausted(f"the database refused it as too large: {e}") from e
             raise Unavailable(f"database unreachable: {e}") from e
+
+    @contextmanager
+    def pipeline(self) -> Iterator[tuple[psycopg.Connection, psycopg.Pipeline]]:
+        """A pooled connection in autocommit pipeline mode, for reads in one round trip.
+
+        Statements queued before ``pipeline.sync()`` reach the server together and run
+        as one implicit transaction, committed at the Sync: ``set_config(..., true)``
+        (SET LOCAL) holds for the statements queued after it, and no BEGIN or COMMIT
+        exchange is needed. Leaving the block sends psycopg's closing (empty) Sync.
+        """
+        with self.connection() as conn:
+            conn.autocommit = True
+            with conn.pipeline() as pipeline:
+                yield conn, pipeline
 
     def ping(self) -> bool:
         """True when a connection can run ``SELECT 1``."""

@@ -30,10 +30,10 @@ import psycopg
 from psycopg import sql
 
 from service import scoring
-from service.models import DEFAULT_TEXT_SEARCH_CONFIG, Datastore, Hit, Vector
+from service.models import DEFAULT_TEXT_SEARCH_CONFIG, Datastore, Vector
 from service.storage.filters import Compiled
 from service.storage.partitions import partition_name
-from service.storage.search import Candidate, distance_sql
+from service.storage.search import Candidate, Pending, chunk_hit, distance_sql
 
 
 def _regclass(datastore_id: UUID) -> str:
@@ -165,7 +165,7 @@ def build_query(
     return query, params
 
 
-def search(
+def submit(
     conn: psycopg.Connection,
     datastore: Datastore,
     text: str,
@@ -174,36 +174,32 @@ def search(
     where: Compiled | None = None,
     vector: Vector | None = None,
     threshold: float = 0.0,
-) -> list[Candidate]:
-    """Top-k chunks by BM25, best first; every chunk matching the filter is scored.
+) -> Pending:
+    """Queue a top-k search by BM25 (every chunk matching the filter is scored); the
+    result collects its candidates, best first (see :func:`search.submit`).
 
     Hits carry the BM25 score as ``score`` and ``keyword_score``. With ``vector``
     they also carry the vector distance and score, and ``passes`` compares that
     score with ``threshold``; without it every hit passes (distance 0).
     """
     query, params = build_query(datastore, text, k, where=where, vector=vector)
-    out = []
-    for r in conn.execute(query, params).fetchall():
-        bm25 = float(r[7])
-        distance = None if r[8] is None else float(r[8])
-        vscore = None if distance is None else scoring.score(datastore.metric, distance)
-        out.append(
-            Candidate(
-                hit=Hit(
-                    datastore_id=datastore.id,
-                    document_id=UUID(str(r[1])),
-                    external_id=r[2],
-                    chunk_id=int(r[0]),
-                    chunk_index=int(r[3]),
-                    title=r[4],
-                    content=r[5],
-                    metadata=r[6] or {},
-                    score=bm25,
-                    distance=0.0 if distance is None else distance,
-                    vector_score=vscore,
-                    keyword_score=bm25,
-                ),
-                passes=vscore is None or vscore >= threshold,
+    rows = conn.execute(query, params)
+
+    def collect() -> list[Candidate]:
+        out = []
+        for r in rows.fetchall():
+            bm25 = float(r[7])
+            distance = None if r[8] is None else float(r[8])
+            vscore = None if distance is None else scoring.score(datastore.metric, distance)
+            hit = chunk_hit(
+                datastore,
+                r,
+                score=bm25,
+                distance=0.0 if distance is None else distance,
+                vector_score=vscore,
+                keyword_score=bm25,
             )
-        )
-    return out
+            out.append(Candidate(hit=hit, passes=vscore is None or vscore >= threshold))
+        return out
+
+    return collect

@@ -8,6 +8,7 @@ under the scan, with pgvector's iterative index scan (see :func:`search`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -78,6 +79,57 @@ def build_query(
     return query, params
 
 
+# What collects a queued search's rows: calling it waits for the server's answer.
+Pending = Callable[[], list[Candidate]]
+
+
+def submit(
+    conn: psycopg.Connection,
+    datastore: Datastore,
+    vector: Vector,
+    *,
+    k: int,
+    threshold: float,
+    exact: bool,
+    where: Compiled | None = None,
+) -> Pending:
+    """Queue a top-k search by the datastore's metric; the result collects its
+    candidates, best first, each flagged against the threshold.
+
+    The planner settings are SET LOCAL, for the statements that follow in the same
+    transaction, explicit or (in autocommit pipeline mode) implicit up to the next
+    Sync. Inside ``conn.pipeline()`` the settings and the search go out together: one
+    round trip, shared with every other search queued before the pipeline's sync.
+
+    With a filter, the HNSW scan is iterative (it keeps walking the graph until k
+    chunks pass the filter); when it still comes back short, which happens when the
+    filter is very selective, the search is repeated exactly, so a filtered search
+    returns min(k, matching chunks).
+    """
+    if exact:
+        rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=True)
+        return lambda: _candidates(datastore, rows.fetchall())
+    # ef_search bounds how many rows one HNSW pass returns: never below k.
+    ef = str(min(max(datastore.config.hnsw.ef_search, k), 1000))
+    if where is None:
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef,))
+        rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=None, exact=False)
+        return lambda: _candidates(datastore, rows.fetchall())
+    conn.execute(_ITERATIVE_SCAN_SQL, {"ef": ef, "ds": datastore.id})
+    rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=False)
+
+    def collect() -> list[Candidate]:
+        found = _candidates(datastore, rows.fetchall())
+        if len(found) < k:
+            again = _queue(
+                conn, datastore, vector, k=k, threshold=threshold, where=where, exact=True
+            )
+            found = _candidates(datastore, again.fetchall())
+        return found
+
+    return collect
+
+
 def search(
     conn: psycopg.Connection,
     datastore: Datastore,
@@ -88,57 +140,34 @@ def search(
     exact: bool,
     where: Compiled | None = None,
 ) -> list[Candidate]:
-    """Top-k chunks by the datastore's metric, best first, each flagged against the threshold.
-
-    With a filter, the HNSW scan is iterative (it keeps walking the graph until k
-    chunks pass the filter); when it still comes back short, which happens when the
-    filter is very selective, the search is repeated exactly, so a filtered search
-    returns min(k, matching chunks). Must run inside a transaction: the planner
-    settings are SET LOCAL.
-    """
-    if exact:
-        return _run(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=True)
-    # ef_search bounds how many rows one HNSW pass returns: never below k.
-    ef = max(datastore.config.hnsw.ef_search, k)
-    conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(ef, 1000)),))
-    if where is None:
-        return _run(conn, datastore, vector, k=k, threshold=threshold, where=None, exact=False)
-    for name, value in _iterative_scan(_chunk_count(conn, datastore.id)).items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-    found = _run(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=False)
-    if len(found) < k:
-        found = _run(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=True)
-    return found
+    """:func:`submit` and collect at once, in one round trip (see ``Database.pipeline``)."""
+    with conn.pipeline() as pipeline:
+        collect = submit(
+            conn, datastore, vector, k=k, threshold=threshold, exact=exact, where=where
+        )
+        pipeline.sync()
+        return collect()
 
 
 # Measured (10k chunks, 16 dims): a tuple visited by the iterative HNSW scan costs
 # about ten times a row of the exact (sequential) filtered scan. So the HNSW scan
-# may visit a tenth of the chunks before the exact scan, which is cheaper for a
-# filter that selective, takes over: at worst about twice an exact search.
-_MIN_SCAN_TUPLES = 2_000
-_MAX_SCAN_TUPLES = 100_000
+# may visit a tenth of the chunks (at least 2,000, at most 100,000) before the
+# exact scan, which is cheaper for a filter that selective, takes over: at worst
+# about twice an exact search. The chunk count is kept exact by the keyword
+# statistics triggers; reading it in the same statement saves a round trip.
+# relaxed_order returns rows slightly out of order; the outer query re-sorts them.
+_ITERATIVE_SCAN_SQL = """
+SELECT set_config('hnsw.ef_search', %(ef)s, true),
+       set_config('hnsw.iterative_scan', 'relaxed_order', true),
+       set_config('hnsw.scan_mem_multiplier', '2', true),
+       set_config('hnsw.max_scan_tuples',
+                  (SELECT least(greatest(coalesce(max(chunk_count), 0) / 10, 2000), 100000)::text
+                   FROM public.datastore_keyword_stats WHERE datastore_id = %(ds)s),
+                  true)
+"""
 
 
-def _iterative_scan(chunks: int) -> dict[str, str]:
-    budget = min(max(chunks // 10, _MIN_SCAN_TUPLES), _MAX_SCAN_TUPLES)
-    return {
-        # relaxed_order returns rows slightly out of order; the outer query re-sorts them
-        "hnsw.iterative_scan": "relaxed_order",
-        "hnsw.max_scan_tuples": str(budget),
-        "hnsw.scan_mem_multiplier": "2",
-    }
-
-
-def _chunk_count(conn: psycopg.Connection, datastore_id: UUID) -> int:
-    """The datastore's chunk count (kept exact by the keyword statistics triggers)."""
-    row = conn.execute(
-        "SELECT chunk_count FROM public.datastore_keyword_stats WHERE datastore_id = %s",
-        (datastore_id,),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _run(
+def _queue(
     conn: psycopg.Connection,
     datastore: Datastore,
     vector: Vector,
@@ -147,27 +176,49 @@ def _run(
     threshold: float,
     where: Compiled | None,
     exact: bool,
-) -> list[Candidate]:
+) -> psycopg.Cursor[Any]:
+    """Send (or, in a pipeline, queue) the search; its cursor yields the rows."""
     if exact:
         conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
     query, params = build_query(datastore, vector, k, threshold, where)
-    rows = conn.execute(query, params).fetchall()
+    rows = conn.execute(query, params)
     if exact:  # later searches in this transaction (other datastores) may use indexes
         conn.execute("SELECT set_config('enable_indexscan', 'on', true)")
+    return rows
+
+
+def chunk_hit(
+    datastore: Datastore,
+    row: Sequence[Any],
+    *,
+    score: float,
+    distance: float,
+    vector_score: float | None,
+    keyword_score: float | None = None,
+) -> Hit:
+    """A hit from a search row that starts (chunk id, document id, external id,
+    chunk index, title, content, metadata)."""
+    return Hit(
+        datastore_id=datastore.id,
+        document_id=UUID(str(row[1])),
+        external_id=row[2],
+        chunk_id=int(row[0]),
+        chunk_index=int(row[3]),
+        title=row[4],
+        content=row[5],
+        metadata=row[6] or {},
+        score=score,
+        distance=distance,
+        vector_score=vector_score,
+        keyword_score=keyword_score,
+    )
+
+
+def _candidates(datastore: Datastore, rows: list[Any]) -> list[Candidate]:
     return [
         Candidate(
-            hit=Hit(
-                datastore_id=datastore.id,
-                document_id=UUID(str(r[1])),
-                external_id=r[2],
-                chunk_id=int(r[0]),
-                chunk_index=int(r[3]),
-                title=r[4],
-                content=r[5],
-                metadata=r[6] or {},
-                score=float(r[8]),
-                distance=float(r[7]),
-                vector_score=float(r[8]),
+            hit=chunk_hit(
+                datastore, r, score=float(r[8]), distance=float(r[7]), vector_score=float(r[8])
             ),
             passes=bool(r[9]),
         )
