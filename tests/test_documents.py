@@ -56,7 +56,8 @@ def test_reingest_unchanged_changed_and_deleted(client: Client, app: App) -> Non
     ds = text_datastore(client)
     a = pb.DocumentInput(external_id="a", title="A", text="Alpha particles are helium nuclei.")
     b = pb.DocumentInput(external_id="b", title="B", text="Beta decay emits electrons.")
-    assert [r.status for r in ingest(client, ds.id, a, b)] == [pb.CREATED, pb.CREATED]
+    created = ingest(client, ds.id, a, b)
+    assert [r.status for r in created] == [pb.CREATED, pb.CREATED]
     first = {r[0]: r for r in chunk_rows(app, ds.id)}
 
     # unchanged: same content -> UNCHANGED, no new chunk rows
@@ -65,7 +66,13 @@ def test_reingest_unchanged_changed_and_deleted(client: Client, app: App) -> Non
             "SELECT array_agg(id ORDER BY id) FROM datastore_chunks WHERE datastore_id = %s",
             (ds.id,),
         ).fetchone()
-    assert [r.status for r in ingest(client, ds.id, a, b)] == [pb.UNCHANGED, pb.UNCHANGED]
+    unchanged = ingest(client, ds.id, a, b)
+    assert [r.status for r in unchanged] == [pb.UNCHANGED, pb.UNCHANGED]
+    # an unchanged result still names the stored document and its chunks
+    assert [(r.document_id, r.chunk_count) for r in unchanged] == [
+        (r.document_id, r.chunk_count) for r in created
+    ]
+    assert all(r.chunk_count == 1 for r in unchanged)
     with app.db.connection() as conn:
         ids_after = conn.execute(
             "SELECT array_agg(id ORDER BY id) FROM datastore_chunks WHERE datastore_id = %s",

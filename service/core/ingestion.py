@@ -11,7 +11,7 @@ from uuid import UUID
 
 from service.core import access
 from service.core.chunking import chunk_text
-from service.core.validation import check_text, check_vector
+from service.core.validation import check_metadata, check_text, check_vector
 from service.embedding.worker import EmbeddingWorker
 from service.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from service.models import (
@@ -34,7 +34,9 @@ from service.storage import documents as rows
 from service.storage.database import Database
 from service.storage.pagination import page_size
 
-MAX_EXTERNAL_ID_CHARS = 1024
+# In UTF-8 bytes: the (datastore_id, external_id) index refuses rows above ~2.7 KB,
+# which 1,024 characters of CJK text would pass.
+MAX_EXTERNAL_ID_BYTES = 1024
 
 _log = logging.getLogger(__name__)
 
@@ -67,6 +69,18 @@ def content_sha256(doc: DocumentInput, datastore: Datastore) -> str:
     }
     encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def unchanged_result(
+    doc: DocumentInput, sha256: str, stored: dict[str, rows.StoredVersion]
+) -> DocumentResult | None:
+    """UNCHANGED with the stored document's id and chunk count when its hash matches."""
+    found = stored.get(doc.external_id)
+    if found is None or found.content_sha256 != sha256:
+        return None
+    return DocumentResult(
+        doc.external_id, IngestStatus.UNCHANGED, found.document_id, found.chunk_count
+    )
 
 
 @dataclass
@@ -137,13 +151,12 @@ class Ingestion:
         """Raise InvalidArgument naming the field if ``doc`` cannot be stored as sent."""
         if not doc.external_id.strip():
             raise InvalidArgument(f"{where}.external_id is required")
-        check_text(doc.external_id, f"{where}.external_id", max_chars=MAX_EXTERNAL_ID_CHARS)
+        check_text(doc.external_id, f"{where}.external_id", max_bytes=MAX_EXTERNAL_ID_BYTES)
         check_text(doc.title, f"{where}.title", max_chars=10_000)
         check_text(doc.source, f"{where}.source", max_chars=10_000)
         limit = self._settings.max_document_chars
         check_text(doc.text, f"{where}.text", max_chars=limit)
-        if "\\u0000" in json.dumps(doc.metadata):
-            raise InvalidArgument(f"{where}.metadata contains a NUL character")
+        check_metadata(doc.metadata, f"{where}.metadata")
         if doc.text and doc.chunks:
             raise InvalidArgument(f"{where}: send either text or chunks, not both")
         byo = datastore.config.embedding_model == NO_MODEL
@@ -160,6 +173,7 @@ class Ingestion:
             if not chunk.content.strip():
                 raise InvalidArgument(f"{at}.content is empty")
             check_text(chunk.content, f"{at}.content", max_chars=limit)
+            check_metadata(chunk.metadata, f"{at}.metadata")
             if chunk.vector is None:
                 if byo:
                     raise InvalidArgument(f"{at}.vector is required (embedding_model is 'none')")
@@ -169,12 +183,12 @@ class Ingestion:
     def write(self, datastore: Datastore, docs: Sequence[DocumentInput]) -> list[DocumentResult]:
         """Store valid documents: unchanged ones skipped, the rest written in one transaction."""
         hashes = [content_sha256(d, datastore) for d in docs]
-        existing = self.existing_hashes(datastore, [d.external_id for d in docs])
+        existing = self.stored_versions(datastore, [d.external_id for d in docs])
         results: dict[str, DocumentResult] = {}
         pending = []
         for doc, sha in zip(docs, hashes, strict=True):
-            if existing.get(doc.external_id) == sha:
-                results[doc.external_id] = DocumentResult(doc.external_id, IngestStatus.UNCHANGED)
+            if (unchanged := unchanged_result(doc, sha, existing)) is not None:
+                results[doc.external_id] = unchanged
             else:
                 pending.append(self.prepare(doc, datastore, sha))
         if pending:
@@ -186,12 +200,14 @@ class Ingestion:
     # ------------------------------------------------------------ write stages
     # ``write`` runs these in a row; StreamIngest runs them as a pipeline.
 
-    def existing_hashes(self, datastore: Datastore, external_ids: Sequence[str]) -> dict[str, str]:
-        """external_id -> stored content_sha256, for the documents that exist."""
+    def stored_versions(
+        self, datastore: Datastore, external_ids: Sequence[str]
+    ) -> dict[str, rows.StoredVersion]:
+        """external_id -> its stored version, for the documents that exist."""
         if not external_ids:
             return {}
         with self._db.connection() as conn:
-            return rows.content_hashes(conn, datastore.id, external_ids)
+            return rows.stored_versions(conn, datastore.id, external_ids)
 
     def prepare(self, doc: DocumentInput, datastore: Datastore, sha256: str) -> PreparedDocument:
         """Chunk a validated document; raises InvalidArgument if the model reads no text."""
@@ -278,8 +294,8 @@ class Ingestion:
 
     def _raise_unless_refused(self, error: Exception) -> None:
         """Re-raise ``error`` unless the database is up and refused the data itself."""
-        # Database maps every OperationalError to Unavailable, and some of those are
-        # about the data (an index row too large): a ping tells which one this is.
+        # A failure may be about the data (a constraint, a size limit) or about the
+        # database (gone, restarting): a ping tells which one this is.
         if isinstance(error, NotFound) or not self._db.ping():
             raise error
 

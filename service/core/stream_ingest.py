@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 from uuid import UUID
 
-from service.core.ingestion import Ingestion, PreparedDocument, content_sha256
+from service.core.ingestion import Ingestion, PreparedDocument, content_sha256, unchanged_result
 from service.errors import InvalidArgument, RetrievalError
 from service.models import Datastore, DocumentInput, DocumentResult, IngestStatus, Principal
 
@@ -268,10 +268,10 @@ class StreamIngest:
             except InvalidArgument as e:
                 entry.result = _failed(doc.external_id, e)
         ids = [doc.external_id for _, doc, _ in valid]
-        stored = self._ingestion.existing_hashes(datastore, ids)
+        stored = self._ingestion.stored_versions(datastore, ids)
         for entry, doc, sha in valid:
-            if stored.get(doc.external_id) == sha:
-                entry.result = DocumentResult(doc.external_id, IngestStatus.UNCHANGED)
+            if (unchanged := unchanged_result(doc, sha, stored)) is not None:
+                entry.result = unchanged
                 continue
             try:
                 entry.prepared = self._ingestion.prepare(doc, datastore, sha)

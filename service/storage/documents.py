@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -35,16 +35,24 @@ def _from_row(row: tuple[Any, ...]) -> Document:
     )
 
 
-def content_hashes(
+class StoredVersion(NamedTuple):
+    """What an unchanged document's ingest result reports, and the hash that says so."""
+
+    content_sha256: str
+    document_id: UUID
+    chunk_count: int
+
+
+def stored_versions(
     conn: psycopg.Connection, datastore_id: UUID, external_ids: Sequence[str]
-) -> dict[str, str]:
-    """external_id -> content_sha256 for those that exist."""
+) -> dict[str, StoredVersion]:
+    """external_id -> its stored version, for those that exist."""
     rows = conn.execute(
-        "SELECT external_id, content_sha256 FROM public.datastore_documents"
+        "SELECT external_id, content_sha256, id, chunk_count FROM public.datastore_documents"
         " WHERE datastore_id = %s AND external_id = ANY(%s)",
         (datastore_id, list(external_ids)),
     ).fetchall()
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: StoredVersion(r[1], UUID(str(r[2])), int(r[3])) for r in rows}
 
 
 def upsert(

@@ -376,7 +376,8 @@ Global___ListDatastoresResponse: _TypeAlias = ListDatastoresResponse  # noqa: Y0
 class UpdateDatastoreRequest(_message.Message):
     """Paths allowed in update_mask: name, description, similarity_metric,
     similarity_threshold, max_results, config (whole), config.chunk_size,
-    config.chunk_overlap, config.search_mode, config.hnsw,
+    config.chunk_overlap, config.search_mode, config.hnsw (or one of
+    config.hnsw.m, config.hnsw.ef_construction, config.hnsw.ef_search),
     config.low_confidence_fallback, config.embedding_model, config.dimensions,
     config.text_search_config, config.rrf_k, config.bm25_k1, config.bm25_b.
     """
@@ -841,8 +842,10 @@ class DocumentResult(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     external_id: _builtins.str
     document_id: _builtins.str
+    """the stored document (also for UNCHANGED); empty when FAILED"""
     status: Global___IngestStatus.ValueType
     chunk_count: _builtins.int
+    """its chunks (also for UNCHANGED); 0 when FAILED"""
     error: _builtins.str
     """set when status = FAILED"""
     def __init__(
