@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
 from service.app import App
 from service.client import Client, connect, pb
+from service.errors import ResourceExhausted
 from service.models import Role
 from tests.conftest import query_vector, status_of, vector_datastore
 
@@ -141,12 +144,32 @@ def test_one_bad_document_fails_the_batch_and_writes_nothing(client: Client, app
     assert document_count(app, ds.id) == 0
 
 
+def with_nan_metadata(doc: pb.DocumentInput) -> pb.DocumentInput:
+    doc.metadata.update({"score": math.nan})
+    return doc
+
+
+def with_nan_chunk_metadata(doc: pb.DocumentInput) -> pb.DocumentInput:
+    doc.chunks.add(content="c").metadata.update({"nested": {"x": math.inf}})
+    return doc
+
+
 @pytest.mark.parametrize(
     ("doc", "fragment"),
     [
         (pb.DocumentInput(external_id="", text="x"), "external_id is required"),
+        (
+            with_nan_metadata(pb.DocumentInput(external_id="e", text="x")),
+            "documents[0].metadata holds NaN",
+        ),
+        (
+            with_nan_chunk_metadata(pb.DocumentInput(external_id="e")),
+            "documents[0].chunks[0].metadata holds NaN",
+        ),
         (pb.DocumentInput(external_id="e", text="   "), "has no text"),
         (pb.DocumentInput(external_id="e", text="nul\x00byte"), "NUL"),
+        # 1,000 characters but 3,000 bytes: beyond what the external_id index can hold
+        (pb.DocumentInput(external_id="文" * 1000, text="x"), "longer than 1024 bytes"),
         (
             pb.DocumentInput(external_id="e", text="x", chunks=[pb.ChunkInput(content="y")]),
             "either text or chunks",
@@ -161,6 +184,18 @@ def test_bad_documents_are_rejected(
     assert code == INVALID
     assert fragment in msg
     assert document_count(app, ds.id) == 0
+
+
+def test_external_id_of_exactly_1024_bytes_is_stored(client: Client, app: App) -> None:
+    ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="t"))
+    external_id = "é" * 512  # two bytes each
+    reply = client.ingest.IngestDocuments(
+        pb.IngestDocumentsRequest(
+            datastore_id=ds.id, documents=[pb.DocumentInput(external_id=external_id, text="x")]
+        )
+    )
+    assert [(r.external_id, r.status) for r in reply.results] == [(external_id, pb.CREATED)]
+    assert document_count(app, ds.id) == 1
 
 
 def test_repeated_external_ids_and_empty_batches(client: Client) -> None:
@@ -280,3 +315,45 @@ def test_revoked_key_stops_working(app: App, target: str) -> None:
         assert code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         c.close()
+
+
+def test_a_datastore_whose_model_folder_is_gone_is_failed_precondition(
+    client: Client, app: App, tmp_path: Path
+) -> None:
+    ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="t"))
+    gone = str(tmp_path / "removed-model")
+    with app.db.connection() as conn:  # as if the folder the datastore names were deleted
+        conn.execute(
+            "UPDATE datastores"
+            " SET config = jsonb_set(config, '{embedding_model}', to_jsonb(%s::text))"
+            " WHERE id = %s",
+            (gone, ds.id),
+        )
+    code, msg = status_of(ingest_call(client, ds.id, pb.DocumentInput(external_id="e", text="x")))
+    assert (code, gone in msg) == (grpc.StatusCode.FAILED_PRECONDITION, True)
+    assert document_count(app, ds.id) == 0
+
+    def query_code() -> grpc.StatusCode:
+        try:
+            client.retrieval.Query(
+                pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text="anything")
+            )
+        except grpc.RpcError as e:
+            assert "not available on this server" in e.details()  # type: ignore[attr-defined]
+            return e.code()  # type: ignore[attr-defined,no-any-return]
+        return grpc.StatusCode.OK
+
+    deadline = time.monotonic() + 5  # the settings cache hears of the change by NOTIFY
+    while (code := query_code()) is grpc.StatusCode.OK and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_database_size_limit_is_resource_exhausted_not_unavailable(app: App) -> None:
+    # 100,000 distinct 32-character lexemes: past tsvector's 1 MB limit (SQLSTATE 54000)
+    with pytest.raises(ResourceExhausted, match="too large"), app.db.connection() as conn:
+        conn.execute(
+            "SELECT to_tsvector('simple', string_agg(md5(i::text), ' '))"
+            " FROM generate_series(1, 100000) i"
+        )
+    assert app.db.ping()  # the database itself is fine

@@ -82,8 +82,11 @@ def struct(value: JsonObject) -> struct_pb2.Struct:
     return out
 
 
-def from_struct(value: struct_pb2.Struct) -> JsonObject:
-    data: dict[str, Any] = json_format.MessageToDict(value)
+def from_struct(value: struct_pb2.Struct, field: str) -> JsonObject:
+    try:
+        data: dict[str, Any] = json_format.MessageToDict(value)
+    except ValueError as e:  # protobuf refuses NaN and infinities
+        raise InvalidArgument(f"{field} holds NaN or an infinite number; JSON has neither") from e
     return data
 
 
@@ -207,7 +210,8 @@ def link(a: AgentDatastoreLink) -> pb.AgentDatastore:
 # ------------------------------------------------------------------ documents
 
 
-def document_input(doc: pb.DocumentInput) -> DocumentInput:
+def document_input(doc: pb.DocumentInput, where: str) -> DocumentInput:
+    """The document as the core sees it; ``where`` (e.g. ``documents[3]``) names it in errors."""
     return DocumentInput(
         external_id=doc.external_id,
         title=doc.title,
@@ -217,11 +221,11 @@ def document_input(doc: pb.DocumentInput) -> DocumentInput:
             ChunkInput(
                 content=c.content,
                 vector=np.asarray(c.vector, dtype=np.float32) if c.vector else None,
-                metadata=from_struct(c.metadata),
+                metadata=from_struct(c.metadata, f"{where}.chunks[{j}].metadata"),
             )
-            for c in doc.chunks
+            for j, c in enumerate(doc.chunks)
         ),
-        metadata=from_struct(doc.metadata),
+        metadata=from_struct(doc.metadata, f"{where}.metadata"),
     )
 
 
@@ -286,7 +290,7 @@ def query_spec(request: pb.QueryRequest) -> QuerySpec:
         mode=mode_from_pb(request.mode),
         distinct_documents=request.distinct_documents,
         exact=request.exact,
-        filter=from_struct(request.filter) if request.HasField("filter") else None,
+        filter=from_struct(request.filter, "filter") if request.HasField("filter") else None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from uuid import UUID
 
@@ -9,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import InvalidArgument
-from service.models import Metric, Vector
+from service.models import JsonObject, Metric, Vector
 
 
 def parse_uuid(value: str, field: str) -> UUID:
@@ -35,11 +36,27 @@ def check_max_results(value: int, cap: int, field: str = "max_results") -> int:
     return value
 
 
-def check_text(value: str, field: str, *, max_chars: int | None = None) -> str:
+def check_text(
+    value: str, field: str, *, max_chars: int | None = None, max_bytes: int | None = None
+) -> str:
+    """``value`` if PostgreSQL can store it (no NUL) within the limits given."""
     if "\x00" in value:
         raise InvalidArgument(f"{field} contains a NUL byte")
     if max_chars is not None and len(value) > max_chars:
         raise InvalidArgument(f"{field} is longer than {max_chars} characters")
+    if max_bytes is not None and len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidArgument(f"{field} is longer than {max_bytes} bytes in UTF-8")
+    return value
+
+
+def check_metadata(value: JsonObject, field: str) -> JsonObject:
+    """``value`` if PostgreSQL's jsonb accepts it: no NUL, no NaN or infinity."""
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except ValueError as e:
+        raise InvalidArgument(f"{field} holds NaN or an infinite number; JSON has neither") from e
+    if "\\u0000" in encoded:
+        raise InvalidArgument(f"{field} contains a NUL character")
     return value
 
 

@@ -59,7 +59,16 @@ class ModelRegistry:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Embedder:
-        path = resolve_model_path(name)
+        """The loaded model ``name``. A name that does not resolve (its local folder was
+        removed since a datastore chose it) is FAILED_PRECONDITION: the request is fine,
+        the server is not ready for it. New names are checked with ``resolve_model_path``."""
+        try:
+            path = resolve_model_path(name)
+        except InvalidArgument as e:
+            raise FailedPrecondition(
+                f"embedding model {name!r} is not available on this server: restore its "
+                "directory or update the datastore's config.embedding_model"
+            ) from e
         with self._lock:
             model = self._models.get(path)
             if model is None:

@@ -11,16 +11,17 @@ from service.core.identity import Identity
 from service.core.ingestion import Ingestion
 from service.core.stream_ingest import StreamIngest, StreamItem
 from service.core.validation import parse_uuid
+from service.errors import InvalidArgument
 from service.models import DocumentInput, Principal
 
 
 def _stream_items(requests: Iterator[pb.StreamIngestRequest]) -> Iterator[StreamItem]:
-    for request in requests:
+    for i, request in enumerate(requests):
         try:
-            document = conv.document_input(request.document)
-        except ValueError as e:  # e.g. a NaN in a Struct: this document fails, not the stream
+            document = conv.document_input(request.document, f"documents[{i}]")
+        except InvalidArgument as e:  # e.g. a NaN in a Struct: this document fails, not the stream
             bare = DocumentInput(request.document.external_id)
-            yield StreamItem(bare, request.datastore_id, f"cannot read the document: {e}")
+            yield StreamItem(bare, request.datastore_id, str(e))
             continue
         yield StreamItem(document, request.datastore_id)
 
@@ -38,7 +39,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         results = self._ingestion.ingest(
             p,
             parse_uuid(request.datastore_id, "datastore_id"),
-            [conv.document_input(d) for d in request.documents],
+            [conv.document_input(d, f"documents[{i}]") for i, d in enumerate(request.documents)],
         )
         return pb.IngestDocumentsResponse(results=[conv.document_result(r) for r in results])
 
