@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from service.client import wait_until_serving
 
@@ -25,9 +26,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Served(NamedTuple):
+    target: str  # host:port
+    key: str  # the local API key
+    pid: int  # the serve process
+
+
 @contextmanager
-def serve_process(data_dir: Path, log_file: Path, **settings: str) -> Iterator[tuple[str, str]]:
-    """Run `python -m service serve` on a free port (output to ``log_file``): (target, key)."""
+def serve_process(data_dir: Path, log_file: Path, **settings: str) -> Iterator[Served]:
+    """Run `python -m service serve` on a free port (output to ``log_file``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
     env.update({f"RETRIEVAL_{k.upper()}": v for k, v in settings.items()})
@@ -51,7 +58,7 @@ def serve_process(data_dir: Path, log_file: Path, **settings: str) -> Iterator[t
     try:
         wait_until_serving(target)
         key = (data_dir / "api-key").read_text().strip()
-        yield target, key
+        yield Served(target, key, proc.pid)
     finally:
         proc.terminate()
         try:

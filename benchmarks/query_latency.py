@@ -22,12 +22,15 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
 import grpc
 import numpy as np
+import psutil
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pgvector.psycopg import register_vector
@@ -135,8 +138,49 @@ def grpc_floor(target: str, n: int = 300) -> float:
         return statistics.median(timed_ms(stub.Check, request) for _ in range(n))
 
 
+class CpuMeter:
+    """CPU seconds spent by the serve process, PostgreSQL and this (client) process."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._server = psutil.Process(server_pid)
+        self._client = psutil.Process()
+
+    def _read(self) -> dict[str, float]:
+        postgres = 0.0
+        for p in psutil.process_iter(["name", "cpu_times"]):
+            if p.info["name"] == "postgres" and p.info["cpu_times"] is not None:
+                postgres += p.info["cpu_times"].user + p.info["cpu_times"].system
+        machine = psutil.cpu_times()
+        return {
+            "server": sum(self._server.cpu_times()[:2]),
+            "postgres": postgres,
+            "client": sum(self._client.cpu_times()[:2]),
+            "busy": machine.user + machine.system + machine.nice,
+        }
+
+    @contextmanager
+    def share(self, out: dict[str, float]) -> Iterator[None]:
+        """Fill ``out`` with each part's share of the machine's CPU capacity meanwhile."""
+        before, start = self._read(), time.perf_counter()
+        yield
+        after, wall = self._read(), time.perf_counter() - start
+        capacity = wall * (psutil.cpu_count() or 1)
+        used = {k: after[k] - before[k] for k in after}
+        for part in ("server", "postgres", "client"):
+            out[f"cpu_{part}"] = used[part] / capacity
+        out["cpu_other"] = (
+            max(used["busy"] - sum(used[p] for p in ("server", "postgres", "client")), 0) / capacity
+        )
+        out["cpu_idle"] = max(1 - used["busy"] / capacity, 0)
+
+
 def load(
-    client: Client, datastore_id: str, queries: list[str], concurrency: int, total: int
+    client: Client,
+    datastore_id: str,
+    queries: list[str],
+    concurrency: int,
+    total: int,
+    meter: CpuMeter,
 ) -> dict[str, float]:
     target = pb.DatastoreIds(ids=[datastore_id])
     latencies: list[float] = []
@@ -152,14 +196,16 @@ def load(
 
     for q in queries[:10]:
         client.retrieval.Query(pb.QueryRequest(datastores=target, text=q))
+    cpu: dict[str, float] = {}
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    with meter.share(cpu), ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(one, range(total)))
     elapsed = time.perf_counter() - start
     return {
         "p50_ms": statistics.median(latencies),
         "p99_ms": percentile(latencies, 99),
         "qps": total / elapsed,
+        **cpu,
     }
 
 
@@ -184,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         cache = str(Path(__file__).resolve().parent.parent / ".venv" / "model-cache")
         with serve_process(
             data_dir, args.out / "serve.log", query_cache_size="0", onnx_cache_dir=cache
-        ) as (target, key):
+        ) as (target, key, server_pid):
             client = connect(target, key)
             datastore_id, ingest_s = ingest(client, corpus)
             print(f"ingested {len(corpus)} documents in {ingest_s:.1f} s")
@@ -197,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             floors["grpc_p50_ms"] = grpc_floor(target)
             print("floors:", json.dumps(floors))
             levels = {}
+            meter = CpuMeter(server_pid)
             for c in CONCURRENCY:
-                levels[c] = load(client, datastore_id, queries, c, max(len(queries), 20 * c))
+                total = max(len(queries), 20 * c)
+                levels[c] = load(client, datastore_id, queries, c, total, meter)
                 print(f"concurrency {c}: {json.dumps(levels[c])}", flush=True)
             client.close()
 

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(tmp) / "data"
         with serve_process(
             data_dir, args.out / "serve.log", query_cache_size="0", onnx_cache_dir=cache
-        ) as (target, key):
+        ) as (target, key, _):
             client = connect(target, key)
             print("ours: ingesting and querying ...", flush=True)
             our = ours(client, docs, queries)

@@ -24,10 +24,12 @@ class CountingModel:
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.batches: list[list[str]] = []
+        self.threads: list[str] = []  # the thread that ran each batch
         self._delay_s = delay_s
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         self.batches.append(list(texts))
+        self.threads.append(threading.current_thread().name)
         time.sleep(self._delay_s)
         return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
 
@@ -62,25 +64,40 @@ def test_large_jobs_come_back_in_input_order_from_slices() -> None:
     assert len(model.batches) == 3
 
 
+def test_a_query_on_an_idle_worker_runs_on_the_calling_thread() -> None:
+    model = CountingModel()
+    worker = make_worker(model)
+    try:
+        out = worker.embed("m", ["alone"], alone=True)
+    finally:
+        worker.stop()
+    assert out[:, 0].tolist() == [5.0]
+    assert model.threads == [threading.current_thread().name]
+
+
 def test_concurrent_queries_share_a_batch() -> None:
     model = CountingModel(delay_s=0.05)
     worker = make_worker(model, max_batch=64, max_wait_s=0.01)
     results: dict[int, float] = {}
 
     def query(i: int) -> None:
-        results[i] = float(worker.embed("m", ["q" * i])[0, 0])
+        results[i] = float(worker.embed("m", ["q" * i], alone=i == 1)[0, 0])
 
     try:
-        worker.embed("m", ["warm"])  # occupies the worker while the queries queue up
-        threads = [threading.Thread(target=query, args=(i,)) for i in range(1, 9)]
+        # the first query (alone so far) holds the model for 50 ms; the others queue up
+        first = threading.Thread(target=query, args=(1,))
+        first.start()
+        time.sleep(0.01)
+        threads = [threading.Thread(target=query, args=(i,)) for i in range(2, 9)]
         for t in threads:
             t.start()
-        for t in threads:
+        for t in [first, *threads]:
             t.join()
     finally:
         worker.stop()
     assert results == {i: float(i) for i in range(1, 9)}
-    assert len(model.batches) < 9  # fewer model calls than queries
+    assert len(model.batches) < 8  # fewer model calls than queries
+    assert "embedding-worker" in model.threads  # the queued ones went through the worker
 
 
 def test_a_query_does_not_wait_for_a_whole_ingestion_batch() -> None:

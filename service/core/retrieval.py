@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -55,8 +56,20 @@ class Retrieval:
         self._embeddings = embeddings
         self._lookups = lookups
         self._settings = settings
+        # Queries in progress: a lone one embeds on its own thread (see EmbeddingWorker).
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     def query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
+        with self._in_flight_lock:
+            self._in_flight += 1
+        try:
+            return self._query(principal, spec)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
         where = _compiled_filter(spec)
         datastores = self._resolve(principal, spec)
@@ -150,7 +163,9 @@ class Retrieval:
                     "query it with a vector, not text"
                 )
             if model not in by_model:
-                by_model[model] = self._embeddings.embed_query(model, spec.text)
+                by_model[model] = self._embeddings.embed_query(
+                    model, spec.text, alone=self._in_flight == 1
+                )
             out[d.id] = by_model[model]
         return out
 

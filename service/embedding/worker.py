@@ -1,10 +1,16 @@
 """The embedding worker: one thread that owns the models' CPU time.
 
-Request threads hand texts over and wait on a future, so embedding runs off the
-gRPC threads. Small jobs (queries) for the same model are merged into one batch
-(bounded wait, bounded size), which is far faster per text on a CPU. Large jobs
-(ingestion) run in slices, and queued small jobs go first between two slices,
-so a query never waits behind a whole ingestion batch.
+Request threads hand texts over and wait on a future. Small jobs (queries) for
+the same model are merged into one batch (bounded size; an optional bounded wait
+for more to arrive), which is far faster per text on a CPU: while the model runs,
+arriving queries queue up and go together in the next batch. Large jobs
+(ingestion) run in slices, and queued small jobs go first between two slices, so
+a query never waits behind a whole ingestion batch.
+
+A query that is the only one in flight (the caller knows) runs on the calling
+thread when the model is idle and nothing is queued: handing it to the worker and
+back costs two thread wake-ups and would batch it with nothing. With other
+queries in flight it goes through the worker, so they can share a batch.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class EmbeddingWorker:
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._small: list[_Job] = []
         self._bulk: deque[_BulkJob] = deque()
+        # Held while a model runs, by the worker or by a caller on the idle fast path.
+        self._model_busy = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="embedding-worker", daemon=True)
         self._stopped = False
 
@@ -75,18 +83,28 @@ class EmbeddingWorker:
         self._queue.put(None)
         self._thread.join(timeout=30)
 
-    def embed(self, model: str, texts: Sequence[str]) -> Vector:
-        """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users)."""
+    def embed(self, model: str, texts: Sequence[str], *, alone: bool = False) -> Vector:
+        """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users).
+
+        ``alone``: no other query is in flight, so no batch could form: when the model
+        is idle, run on this thread.
+        """
         if self._stopped:
             raise Unavailable("the service is shutting down")
         if not texts:
             return np.zeros((0, self.registry.get(model).dimensions), dtype=np.float32)
+        small = len(texts) <= self._max_batch
+        if alone and small and self._idle() and self._model_busy.acquire(blocking=False):
+            try:
+                return self.registry.get(model).embed(texts)
+            finally:
+                self._model_busy.release()
         job = _Job(model, texts)
         self._queue.put(job)
         result: Vector = job.future.result()
         return result
 
-    def embed_query(self, model: str, text: str) -> Vector:
+    def embed_query(self, model: str, text: str, *, alone: bool = False) -> Vector:
         """One query's embedding, from a small LRU cache when the same text recurs."""
         key = (model, text)
         with self._cache_lock:
@@ -94,7 +112,7 @@ class EmbeddingWorker:
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached
-        vector: Vector = self.embed(model, [text])[0]
+        vector: Vector = self.embed(model, [text], alone=alone)[0]
         if self._cache_size:
             vector.setflags(write=False)  # shared between callers
             with self._cache_lock:
@@ -102,6 +120,10 @@ class EmbeddingWorker:
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return vector
+
+    def _idle(self) -> bool:
+        """Nothing queued for the worker (read without a lock: a hint, not a promise)."""
+        return self._queue.empty() and not self._small and not self._bulk
 
     # ------------------------------------------------------------------ worker thread
 
@@ -111,9 +133,12 @@ class EmbeddingWorker:
             if not self._accept(block=idle, timeout=None):
                 break
             if self._small:
-                self._execute(self._take_small_batch())
+                batch = self._take_small_batch()
+                with self._model_busy:
+                    self._execute(batch)
             elif self._bulk:
-                self._run_slice()
+                with self._model_busy:
+                    self._run_slice()
         self._fail_pending()
 
     def _accept(self, *, block: bool, timeout: float | None) -> bool:
