@@ -8,7 +8,7 @@ on (Sync, Flush, or a simple Query such as COMMIT).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -125,3 +125,25 @@ def test_a_query_over_two_datastores_is_one_round_trip(
     assert sent[0].count("Execute") == 2 * statements
     assert {m for b in sent[1:] for m in b} <= {"Sync", "Flush"}, sent
     assert "Query" not in traced
+
+
+def test_pipeline_settings_hold_until_the_sync_and_no_further(app: App) -> None:
+    """SET LOCAL in the pipeline's implicit transaction: for the statements queued after
+    it, never for a later request on the same pooled connection."""
+    with app.db.pipeline() as (conn, pipeline):
+        backend = conn.info.backend_pid
+        conn.execute("SELECT set_config('hnsw.ef_search', '321', true)")
+        inside = conn.execute("SHOW hnsw.ef_search")
+        pipeline.sync()
+        assert inside.fetchone() == ("321",)
+        after_sync = conn.execute("SHOW hnsw.ef_search")
+        pipeline.sync()
+        assert after_sync.fetchone() != ("321",)
+    with ExitStack() as held:  # borrow until the pool lends that connection again
+        for _ in range(app.settings.pool_max_size):
+            conn = held.enter_context(app.db.connection())
+            if conn.info.backend_pid == backend:
+                break
+        assert conn.info.backend_pid == backend
+        assert not conn.autocommit  # lent in transaction mode again
+        assert conn.execute("SHOW hnsw.ef_search").fetchone() != ("321",)
