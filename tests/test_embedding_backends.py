@@ -1,0 +1,34 @@
+"""The bundled model through each backend: the ONNX export matches torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.embedding.registry import ModelRegistry
+from service.settings import BUNDLED_MODEL
+from tests.conftest import MODEL_CACHE
+
+TEXTS = [
+    "What is the role of p53 in cancer?",
+    "Rivers carry water to the sea.",
+    "Vitamin D deficiency is associated with a higher risk of respiratory infections "
+    "in adults, according to a meta-analysis of randomised controlled trials.",
+    "a",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return ModelRegistry(backend="torch").get(BUNDLED_MODEL).embed(TEXTS)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_onnx_matches_torch(torch_vectors: np.ndarray) -> None:
+    model = ModelRegistry(backend="onnx", cache_dir=MODEL_CACHE).get(BUNDLED_MODEL)
+    vectors = model.embed(TEXTS)
+    assert vectors.shape == torch_vectors.shape == (len(TEXTS), 384)
+    assert cosines(vectors, torch_vectors).min() > 0.9999
