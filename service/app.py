@@ -13,7 +13,7 @@ from service.core.ingestion import Ingestion
 from service.core.lookup_cache import LookupCache
 from service.core.retrieval import Retrieval
 from service.embedding.registry import ModelRegistry
-from service.embedding.worker import EmbeddingWorker
+from service.embedding.worker import EmbeddingWorker, available_cores
 from service.settings import Settings
 from service.storage.database import Database
 from service.storage.embedded import EmbeddedPostgres
@@ -75,7 +75,9 @@ class App:
                 models.get(name)
         embeddings = EmbeddingWorker(
             models,
-            max_batch=settings.embed_batch_size,
+            lanes=settings.embed_lanes or available_cores(),
+            batch_size=settings.embed_batch_size,
+            query_batch=settings.embed_query_batch,
             max_wait_s=settings.embed_max_wait_ms / 1000,
             query_cache_size=settings.query_cache_size,
         )

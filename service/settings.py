@@ -65,7 +65,10 @@ class Settings(BaseSettings):
         default=None, description="Where exported ONNX models are cached (default data_dir/models)."
     )
     embedding_threads: int = Field(
-        default=0, ge=0, description="onnxruntime intra-op threads (0 = one per core)."
+        default=0,
+        ge=0,
+        description="onnxruntime intra-op threads of a query run alone on an idle "
+        "server (0 = one per core); runs on the lanes use one thread each.",
     )
     query_cache_size: int = Field(
         default=1024, ge=0, description="Query embeddings kept, over all models (LRU; 0 = off)."
@@ -80,11 +83,27 @@ class Settings(BaseSettings):
         le=1000,
         description="Least candidates each side (vector, keyword) gives a hybrid search.",
     )
+    embed_lanes: int = Field(
+        default=0,
+        ge=0,
+        description="Embedding runs side by side, one core each (0 = one per core).",
+    )
     embed_batch_size: int = Field(
-        default=64, ge=1, description="Largest batch the embedding worker runs at once."
+        default=16,
+        ge=1,
+        description="Texts per embedding run for ingestion: larger jobs are cut into "
+        "slices of this size, spread over the lanes, with queries served between slices.",
+    )
+    embed_query_batch: int = Field(
+        default=1,
+        ge=1,
+        description="Most concurrent queries embedded in one run (1 measured fastest on "
+        "CPUs: see docs/performance.md).",
     )
     embed_max_wait_ms: float = Field(
-        default=2.0, ge=0, description="How long the embedding worker waits to fill a batch."
+        default=0.0,
+        ge=0,
+        description="How long a lane waits for more queries to fill embed_query_batch.",
     )
     max_documents_per_request: int = Field(
         default=1000, ge=1, description="Largest IngestDocuments batch."

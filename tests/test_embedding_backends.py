@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,22 @@ def test_onnx_matches_torch(torch_vectors: np.ndarray) -> None:
     vectors = model.embed(TEXTS)
     assert vectors.shape == torch_vectors.shape == (len(TEXTS), 384)
     assert cosines(vectors, torch_vectors).min() > 0.9999
+
+
+def test_onnx_single_thread_runs_in_parallel_match_the_solo_session() -> None:
+    model = ModelRegistry(backend="onnx", cache_dir=MODEL_CACHE).get(BUNDLED_MODEL)
+    solo = model.embed(TEXTS)
+    results: dict[int, np.ndarray] = {}
+
+    def lane(i: int) -> None:
+        results[i] = model.embed(TEXTS, single_thread=True)
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1, 2]
+    for vectors in results.values():
+        assert vectors.shape == solo.shape
+        np.testing.assert_allclose(vectors, solo, atol=1e-5)

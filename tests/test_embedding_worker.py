@@ -1,4 +1,4 @@
-"""The embedding worker with a tiny deterministic model: batching, slicing, query priority."""
+"""The embedding worker with a tiny deterministic model: lanes, batching, slicing, priority."""
 
 from __future__ import annotations
 
@@ -22,16 +22,33 @@ class CountingModel:
     dimensions = 2
     max_tokens = 100
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_on: str | None = None) -> None:
         self.batches: list[list[str]] = []
         self.threads: list[str] = []  # the thread that ran each batch
+        self.single_thread: list[bool] = []
+        self.most_at_once = 0  # the most runs in progress together
+        self._running = 0
+        self._lock = threading.Lock()
         self._delay_s = delay_s
+        self._fail_on = fail_on
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        self.batches.append(list(texts))
-        self.threads.append(threading.current_thread().name)
-        time.sleep(self._delay_s)
-        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+    def embed(
+        self, texts: Sequence[str], *, single_thread: bool = False
+    ) -> npt.NDArray[np.float32]:
+        with self._lock:
+            self.batches.append(list(texts))
+            self.threads.append(threading.current_thread().name)
+            self.single_thread.append(single_thread)
+            self._running += 1
+            self.most_at_once = max(self.most_at_once, self._running)
+        try:
+            time.sleep(self._delay_s)
+            if self._fail_on is not None and self._fail_on in texts:
+                raise RuntimeError("model failure")
+            return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+        finally:
+            with self._lock:
+                self._running -= 1
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         return []
@@ -53,7 +70,7 @@ def make_worker(model: CountingModel, **kw: Any) -> EmbeddingWorker:
 
 def test_large_jobs_come_back_in_input_order_from_slices() -> None:
     model = CountingModel()
-    worker = make_worker(model, max_batch=4)
+    worker = make_worker(model, lanes=2, batch_size=4)
     texts = ["x" * n for n in (9, 1, 7, 3, 5, 2, 8, 4, 6, 10)]
     try:
         out = worker.embed("m", texts)
@@ -62,6 +79,55 @@ def test_large_jobs_come_back_in_input_order_from_slices() -> None:
     assert out[:, 0].tolist() == [len(t) for t in texts]
     assert all(len(b) <= 4 for b in model.batches)
     assert len(model.batches) == 3
+    assert model.batches[0] == ["x", "xx", "xxx", "xxxx"]  # shortest first
+
+
+def test_ingestion_slices_are_spread_over_the_lanes() -> None:
+    model = CountingModel(delay_s=0.02)
+    worker = make_worker(model, lanes=2, batch_size=2)
+    texts = [f"text {i:02d}" for i in range(20)]
+    try:
+        out = worker.embed("m", texts)
+    finally:
+        worker.stop()
+    assert out[:, 0].tolist() == [len(t) for t in texts]
+    assert len(model.batches) == 10
+    assert set(model.threads) == {"embedding-lane-0", "embedding-lane-1"}
+    assert model.most_at_once == 2
+    assert all(model.single_thread)  # two lanes: each run on one core
+
+
+def test_concurrent_queries_run_side_by_side_on_the_lanes() -> None:
+    model = CountingModel(delay_s=0.1)
+    worker = make_worker(model, lanes=2)  # query_batch 1: one query per run
+    results: dict[int, float] = {}
+
+    def query(i: int) -> None:
+        results[i] = float(worker.embed("m", ["q" * i])[0, 0])
+
+    threads = [threading.Thread(target=query, args=(i,)) for i in range(1, 5)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        worker.stop()
+    assert results == {i: float(i) for i in range(1, 5)}
+    assert sorted(len(b) for b in model.batches) == [1, 1, 1, 1]
+    assert model.most_at_once == 2
+
+
+def test_a_failing_slice_fails_its_job_and_the_lanes_go_on() -> None:
+    model = CountingModel(fail_on="bad")
+    worker = make_worker(model, lanes=2, batch_size=2)
+    try:
+        with pytest.raises(RuntimeError, match="model failure"):
+            worker.embed("m", ["good one", "bad", "fine", "also fine", "last"])
+        out = worker.embed("m", ["after"])
+    finally:
+        worker.stop()
+    assert out[:, 0].tolist() == [5.0]
 
 
 def test_a_query_on_an_idle_worker_runs_on_the_calling_thread() -> None:
@@ -77,7 +143,7 @@ def test_a_query_on_an_idle_worker_runs_on_the_calling_thread() -> None:
 
 def test_concurrent_queries_share_a_batch() -> None:
     model = CountingModel(delay_s=0.05)
-    worker = make_worker(model, max_batch=64, max_wait_s=0.01)
+    worker = make_worker(model, lanes=1, query_batch=64, max_wait_s=0.01)
     results: dict[int, float] = {}
 
     def query(i: int) -> None:
@@ -97,12 +163,13 @@ def test_concurrent_queries_share_a_batch() -> None:
         worker.stop()
     assert results == {i: float(i) for i in range(1, 9)}
     assert len(model.batches) < 8  # fewer model calls than queries
-    assert "embedding-worker" in model.threads  # the queued ones went through the worker
+    assert "embedding-lane-0" in model.threads  # the queued ones went through the lane
+    assert not any(model.single_thread)  # a single lane runs on every core
 
 
 def test_a_query_does_not_wait_for_a_whole_ingestion_batch() -> None:
     model = CountingModel(delay_s=0.02)
-    worker = make_worker(model, max_batch=4, max_wait_s=0.0)
+    worker = make_worker(model, lanes=1, batch_size=4)
     bulk_done = threading.Event()
 
     def bulk() -> None:
@@ -122,9 +189,27 @@ def test_a_query_does_not_wait_for_a_whole_ingestion_batch() -> None:
 
 
 def test_stop_fails_waiting_callers_instead_of_hanging() -> None:
-    model = CountingModel()
-    worker = make_worker(model)
+    model = CountingModel(delay_s=0.2)
+    worker = make_worker(model, lanes=1)
+    errors: list[BaseException] = []
+
+    def call(text: str) -> None:
+        try:
+            worker.embed("m", [text])
+        except Unavailable as e:
+            errors.append(e)
+
+    running = threading.Thread(target=call, args=("running",))
+    running.start()
+    time.sleep(0.05)  # the lane is busy with "running"
+    queued = threading.Thread(target=call, args=("queued",))
+    queued.start()
+    time.sleep(0.05)
     worker.stop()
+    running.join()
+    queued.join()
+    assert model.batches == [["running"]]  # finished; the queued one never ran
+    assert len(errors) == 1
     with pytest.raises(Unavailable):
         worker.embed("m", ["late"])
 

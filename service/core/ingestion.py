@@ -228,23 +228,15 @@ class Ingestion:
         return PreparedDocument(doc, sha256, pieces)
 
     def embed(self, docs: Sequence[PreparedDocument], datastore: Datastore) -> None:
-        """Embed every chunk of ``docs`` that has no vector yet.
-
-        Chunks are sorted by token count and sent in model-sized batches, so each
-        batch pads to nearly its own length: across documents this saves the
-        padding a document-order batch would carry.
-        """
+        """Embed every chunk of ``docs`` that has no vector yet, in one job: the
+        embedding worker sorts it by length and spreads its slices over the lanes."""
         missing = [piece for p in docs for piece in p.pieces if piece.vector is None]
         if not missing:
             return
-        missing.sort(key=lambda piece: (piece.token_count, len(piece.content)), reverse=True)
         model = datastore.config.embedding_model
-        size = self._settings.embed_batch_size
-        for start in range(0, len(missing), size):
-            part = missing[start : start + size]
-            vectors = self._embeddings.embed(model, [piece.content for piece in part])
-            for piece, vector in zip(part, vectors, strict=True):
-                piece.vector = vector
+        vectors = self._embeddings.embed(model, [piece.content for piece in missing])
+        for piece, vector in zip(missing, vectors, strict=True):
+            piece.vector = vector
 
     def store(self, datastore: Datastore, docs: Sequence[PreparedDocument]) -> list[DocumentResult]:
         """Write embedded documents in one transaction: all of them or none."""

@@ -16,8 +16,15 @@ class Embedder(Protocol):
     dimensions: int
     max_tokens: int  # content tokens per input, special tokens excluded
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """One row per text, float32."""
+    def embed(
+        self, texts: Sequence[str], *, single_thread: bool = False
+    ) -> npt.NDArray[np.float32]:
+        """One row per text, float32.
+
+        ``single_thread``: the caller runs several embeds at once (one per core) and
+        wants each on its own thread only. A backend that cannot do that may ignore
+        it and serialize the calls.
+        """
         ...
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:

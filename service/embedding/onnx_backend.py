@@ -24,8 +24,9 @@ import numpy.typing as npt
 
 _log = logging.getLogger(__name__)
 
-# Inputs per onnxruntime call: sorted by length so padding stays small.
-_SUB_BATCH = 32
+# Inputs per onnxruntime call, sorted by length so padding stays small. 16 beat 32
+# and 64 for SciFact passages on a 2-core CPU (docs/performance.md).
+_SUB_BATCH = 16
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -106,10 +107,16 @@ def export_onnx(model_path: Path, target: Path) -> None:
 
 
 class OnnxEmbedder:
-    """Mean-pooled (and, if the model says so, normalised) embeddings via onnxruntime."""
+    """Mean-pooled (and, if the model says so, normalised) embeddings via onnxruntime.
+
+    Two sessions over the same file: the solo one uses ``threads`` intra-op threads
+    (lowest latency for one query on an idle machine); the single-thread one runs on
+    the calling thread only and takes concurrent calls, so N callers use N cores
+    with no locking (higher throughput than any batch on a CPU; see
+    docs/performance.md). The single-thread session is opened on first use.
+    """
 
     def __init__(self, name: str, path: Path, cache_dir: Path, *, threads: int = 0) -> None:
-        import onnxruntime
         from tokenizers import Tokenizer
 
         self.name = name
@@ -117,11 +124,9 @@ class OnnxEmbedder:
         if not onnx_file.exists():
             _log.info("exporting %s to ONNX at %s (once)", name, onnx_file)
             export_onnx(path, onnx_file)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(
-            str(onnx_file), options, providers=["CPUExecutionProvider"]
-        )
+        self._onnx_file = onnx_file
+        self._session = self._open(threads)
+        self._single_thread_session: Any = None
         window = int(_read_json(path / "sentence_bert_config.json").get("max_seq_length", 512))
         self.max_tokens = window - 2
         self.dimensions = int(_read_json(path / "config.json")["hidden_size"])
@@ -133,18 +138,39 @@ class OnnxEmbedder:
         self._bare = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._bare.no_padding()
         self._bare.no_truncation()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one solo run at a time: it already uses every core
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def _open(self, threads: int) -> Any:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        return onnxruntime.InferenceSession(
+            str(self._onnx_file), options, providers=["CPUExecutionProvider"]
+        )
+
+    def embed(
+        self, texts: Sequence[str], *, single_thread: bool = False
+    ) -> npt.NDArray[np.float32]:
+        if single_thread:
+            with self._lock:
+                if self._single_thread_session is None:
+                    self._single_thread_session = self._open(1)
+            session, lock = self._single_thread_session, None
+        else:
+            session, lock = self._session, self._lock
         out = np.empty((len(texts), self.dimensions), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(list(texts))
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), _SUB_BATCH):
             rows = order[start : start + _SUB_BATCH]
-            out[rows] = self._run([encodings[i] for i in rows])
+            out[rows] = self._run(session, lock, [encodings[i] for i in rows])
         return out
 
-    def _run(self, encodings: list[Any]) -> npt.NDArray[np.float32]:
+    def _run(
+        self, session: Any, lock: threading.Lock | None, encodings: list[Any]
+    ) -> npt.NDArray[np.float32]:
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -154,11 +180,12 @@ class OnnxEmbedder:
             ids[row, :n] = e.ids
             mask[row, :n] = 1
             types[row, :n] = e.type_ids
-        with self._lock:
-            (hidden,) = self._session.run(
-                ["last_hidden_state"],
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": types},
-            )
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        if lock is None:
+            (hidden,) = session.run(["last_hidden_state"], feeds)
+        else:
+            with lock:
+                (hidden,) = session.run(["last_hidden_state"], feeds)
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         if self._normalize:

@@ -12,7 +12,11 @@ import numpy.typing as npt
 
 
 class SentenceTransformerEmbedder:
-    """A sentence-transformers model on the CPU; thread-safe ``embed``."""
+    """A sentence-transformers model on the CPU; thread-safe ``embed``.
+
+    torch keeps one intra-op thread pool per process, so concurrent calls are
+    serialized and ``single_thread`` is ignored.
+    """
 
     def __init__(self, name: str, path: Path, *, batch_size: int = 64) -> None:
         from sentence_transformers import SentenceTransformer
@@ -30,7 +34,9 @@ class SentenceTransformerEmbedder:
         self.max_tokens: int = window - 2
         self._tokenizer: Any = self._model.tokenizer
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    def embed(
+        self, texts: Sequence[str], *, single_thread: bool = False
+    ) -> npt.NDArray[np.float32]:
         with self._lock:
             vectors = self._model.encode(
                 list(texts),

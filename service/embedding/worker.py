@@ -1,26 +1,30 @@
-"""The embedding worker: one thread that owns the models' CPU time.
+"""The embedding worker: lane threads that own the models' CPU time.
 
-Request threads hand texts over and wait on a future. Small jobs (queries) for
-the same model are merged into one batch (bounded size; an optional bounded wait
-for more to arrive), which is far faster per text on a CPU: while the model runs,
-arriving queries queue up and go together in the next batch. Large jobs
-(ingestion) run in slices, and queued small jobs go first between two slices, so
-a query never waits behind a whole ingestion batch.
+Request threads hand texts over and wait on a future. ``lanes`` threads (one per
+core by default) take work from one shared queue, queries first, and run it on
+one core each (``single_thread``): on a CPU, N single-thread runs side by side
+gave more queries per second than any batch size (padding and the cost of
+sharing one run across cores; docs/performance.md). Small jobs (queries) of the
+same model can still be merged into one run (``query_batch``, with an optional
+bounded wait to fill it); the default of 1 is what measured fastest. Large jobs
+(ingestion) are cut into ``batch_size`` slices spread over the lanes, and queued
+small jobs go first between two slices, so a query never waits behind a whole
+ingestion batch.
 
 A query that is the only one in flight (the caller knows) runs on the calling
-thread when the model is idle and nothing is queued: handing it to the worker and
-back costs two thread wake-ups and would batch it with nothing. With other
-queries in flight it goes through the worker, so they can share a batch.
+thread with every core when nothing else is running or queued: handing it to a
+lane and back costs two thread wake-ups, and one query on all cores is faster
+than on one.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -32,75 +36,123 @@ from service.models import Vector
 
 _log = logging.getLogger(__name__)
 
+_SHUTTING_DOWN = "the service is shutting down"
 
-@dataclass
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity, not the whole host)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(eq=False)  # jobs are compared by identity
 class _Job:
     model: str
     texts: Sequence[str]
     future: Future[np.ndarray] = field(default_factory=Future)
 
 
-@dataclass
+@dataclass(eq=False)
 class _BulkJob:
-    """A large job done slice by slice, shortest texts first (less padding per slice)."""
+    """A large job done slice by slice, shortest texts first (less padding per slice).
+
+    Slices are handed out in order (``handed``) and may finish in any order on
+    different lanes (``finished``); the last one to finish sets the result.
+    """
 
     job: _Job
     order: list[int]
-    out: np.ndarray | None = None
-    done: int = 0
+    out: np.ndarray
+    handed: int = 0
+    finished: int = 0
+    failed: bool = False
 
 
 class EmbeddingWorker:
-    """Batches embedding jobs per model on a dedicated thread, queries first."""
+    """Runs embedding jobs on ``lanes`` threads, queries before ingestion slices."""
 
     def __init__(
         self,
         registry: ModelRegistry,
         *,
-        max_batch: int = 64,
-        max_wait_s: float = 0.002,
+        lanes: int = 1,
+        batch_size: int = 16,
+        query_batch: int = 1,
+        max_wait_s: float = 0.0,
         query_cache_size: int = 1024,
     ) -> None:
         self.registry = registry
         self._cache_size = query_cache_size
         self._cache: OrderedDict[tuple[str, str], Vector] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._max_batch = max_batch
+        self._batch_size = batch_size
+        self._query_batch = query_batch
         self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._small: list[_Job] = []
+        # One lane has the machine to itself: let its runs use every core.
+        self._single_thread = lanes > 1
+        self._cond = threading.Condition()
+        self._small: deque[_Job] = deque()
         self._bulk: deque[_BulkJob] = deque()
-        # Held while a model runs, by the worker or by a caller on the idle fast path.
-        self._model_busy = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="embedding-worker", daemon=True)
+        self._running = 0  # model runs in progress, on lanes or on the idle fast path
         self._stopped = False
+        self._lanes = [
+            threading.Thread(target=self._lane, name=f"embedding-lane-{i}", daemon=True)
+            for i in range(lanes)
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for lane in self._lanes:
+            lane.start()
 
     def stop(self) -> None:
-        self._stopped = True
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        """Finish the runs in progress, fail every queued job with UNAVAILABLE."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        for lane in self._lanes:
+            if lane.ident is not None:  # started
+                lane.join(timeout=30)
+        error = Unavailable(_SHUTTING_DOWN)
+        with self._cond:
+            for job in self._small:
+                job.future.set_exception(error)
+            for bulk in self._bulk:
+                bulk.failed = True
+                bulk.job.future.set_exception(error)
+            self._small.clear()
+            self._bulk.clear()
 
     def embed(self, model: str, texts: Sequence[str], *, alone: bool = False) -> Vector:
         """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users).
 
-        ``alone``: no other query is in flight, so no batch could form: when the model
-        is idle, run on this thread.
+        ``alone``: no other query is in flight, so none could share the run: when no
+        model is running, run on this thread.
         """
         if self._stopped:
-            raise Unavailable("the service is shutting down")
+            raise Unavailable(_SHUTTING_DOWN)
+        embedder = self.registry.get(model)
         if not texts:
-            return np.zeros((0, self.registry.get(model).dimensions), dtype=np.float32)
-        small = len(texts) <= self._max_batch
-        if alone and small and self._idle() and self._model_busy.acquire(blocking=False):
+            return np.zeros((0, embedder.dimensions), dtype=np.float32)
+        small = len(texts) <= self._batch_size
+        if alone and small and self._claim_if_idle():
             try:
-                return self.registry.get(model).embed(texts)
+                return embedder.embed(texts)
             finally:
-                self._model_busy.release()
+                self._finish_run()
         job = _Job(model, texts)
-        self._queue.put(job)
+        with self._cond:
+            if self._stopped:
+                raise Unavailable(_SHUTTING_DOWN)
+            if small:
+                self._small.append(job)
+                self._cond.notify()
+            else:
+                order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+                out = np.empty((len(texts), embedder.dimensions), dtype=np.float32)
+                self._bulk.append(_BulkJob(job, order, out))
+                self._cond.notify_all()
         result: Vector = job.future.result()
         return result
 
@@ -121,63 +173,72 @@ class EmbeddingWorker:
                     self._cache.popitem(last=False)
         return vector
 
-    def _idle(self) -> bool:
-        """Nothing queued for the worker (read without a lock: a hint, not a promise)."""
-        return self._queue.empty() and not self._small and not self._bulk
-
-    # ------------------------------------------------------------------ worker thread
-
-    def _run(self) -> None:
-        while True:
-            idle = not self._small and not self._bulk
-            if not self._accept(block=idle, timeout=None):
-                break
-            if self._small:
-                batch = self._take_small_batch()
-                with self._model_busy:
-                    self._execute(batch)
-            elif self._bulk:
-                with self._model_busy:
-                    self._run_slice()
-        self._fail_pending()
-
-    def _accept(self, *, block: bool, timeout: float | None) -> bool:
-        """Move queued jobs to the small or bulk lists; False once stop was asked."""
-        try:
-            job = self._queue.get(block=block, timeout=timeout)
-        except queue.Empty:
-            return True
-        while True:
-            if job is None:
+    def _claim_if_idle(self) -> bool:
+        with self._cond:
+            if self._small or self._bulk or self._running:
                 return False
-            if len(job.texts) > self._max_batch:
-                texts = job.texts
-                order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-                self._bulk.append(_BulkJob(job, order))
-            else:
-                self._small.append(job)
+            self._running += 1
+            return True
+
+    def _finish_run(self) -> None:
+        with self._cond:
+            self._running -= 1
+
+    # ------------------------------------------------------------------ lane threads
+
+    def _lane(self) -> None:
+        while True:
+            with self._cond:
+                work = self._take_work()
+                while work is None:
+                    if self._stopped:
+                        return
+                    self._cond.wait()
+                    work = self._take_work()
+                self._running += 1
             try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return True
+                work()
+            finally:
+                self._finish_run()
+
+    def _take_work(self) -> Callable[[], None] | None:
+        """The next run, queries first (called holding the lock); None when nothing is queued."""
+        if self._stopped:
+            return None
+        if self._small:
+            self._wait_to_fill()
+        if self._small:
+            batch = self._take_small_batch()
+            return lambda: self._execute(batch)
+        if self._bulk:
+            bulk = self._bulk[0]
+            rows = bulk.order[bulk.handed : bulk.handed + self._batch_size]
+            bulk.handed += len(rows)
+            if bulk.handed == len(bulk.order):
+                self._bulk.popleft()  # every slice handed out; lanes finish the rest
+            return lambda: self._run_slice(bulk, rows)
+        return None
+
+    def _wait_to_fill(self) -> None:
+        """Wait up to max_wait_s for the oldest query's batch to fill (lock held)."""
+        if self._query_batch <= 1 or self._max_wait_s <= 0:
+            return
+        deadline = time.monotonic() + self._max_wait_s
+        while self._small and not self._stopped:
+            model = self._small[0].model
+            queued = sum(len(j.texts) for j in self._small if j.model == model)
+            remaining = deadline - time.monotonic()
+            if queued >= self._query_batch or remaining <= 0:
+                return
+            self._cond.wait(remaining)
 
     def _take_small_batch(self) -> list[_Job]:
-        """The oldest small job plus same-model ones, waiting briefly for more to arrive."""
-        deadline = time.monotonic() + self._max_wait_s
-        while True:
-            model = self._small[0].model
-            batch = [j for j in self._small if j.model == model]
-            size = sum(len(j.texts) for j in batch)
-            timeout = deadline - time.monotonic()
-            if size >= self._max_batch or timeout <= 0:
-                break
-            if not self._accept(block=True, timeout=timeout):
-                self._queue.put(None)  # stop after this batch
-                break
-        taken: list[_Job] = []
-        size = 0
+        """The oldest small job plus same-model ones, up to ``query_batch`` texts."""
+        model = self._small[0].model
+        taken = [self._small.popleft()]
+        size = len(taken[0].texts)
         for job in list(self._small):
-            if job.model == model and size + len(job.texts) <= self._max_batch:
+            if job.model == model and size + len(job.texts) <= self._query_batch:
                 taken.append(job)
                 size += len(job.texts)
                 self._small.remove(job)
@@ -186,8 +247,9 @@ class EmbeddingWorker:
     def _execute(self, batch: list[_Job]) -> None:
         texts = [t for job in batch for t in job.texts]
         try:
-            vectors = self.registry.get(batch[0].model).embed(texts)
-        except Exception as e:  # each caller gets the failure, the worker lives on
+            embedder = self.registry.get(batch[0].model)
+            vectors = embedder.embed(texts, single_thread=self._single_thread)
+        except Exception as e:  # each caller gets the failure, the lane lives on
             _log.exception("embedding failed")
             for job in batch:
                 job.future.set_exception(e)
@@ -197,34 +259,24 @@ class EmbeddingWorker:
             job.future.set_result(vectors[start : start + len(job.texts)])
             start += len(job.texts)
 
-    def _run_slice(self) -> None:
-        bulk = self._bulk[0]
-        rows = bulk.order[bulk.done : bulk.done + self._max_batch]
+    def _run_slice(self, bulk: _BulkJob, rows: list[int]) -> None:
+        if bulk.failed:
+            return
+        texts = [bulk.job.texts[i] for i in rows]
         try:
-            vectors = self.registry.get(bulk.job.model).embed([bulk.job.texts[i] for i in rows])
+            embedder = self.registry.get(bulk.job.model)
+            vectors = embedder.embed(texts, single_thread=self._single_thread)
         except Exception as e:
             _log.exception("embedding failed")
-            self._bulk.popleft()
-            bulk.job.future.set_exception(e)
+            with self._cond:
+                if not bulk.failed:
+                    bulk.failed = True
+                    if bulk in self._bulk:
+                        self._bulk.remove(bulk)
+                    bulk.job.future.set_exception(e)
             return
-        if bulk.out is None:
-            bulk.out = np.empty((len(bulk.job.texts), vectors.shape[1]), dtype=np.float32)
-        bulk.out[rows] = vectors
-        bulk.done += len(rows)
-        if bulk.done == len(bulk.order):
-            self._bulk.popleft()
-            bulk.job.future.set_result(bulk.out)
-
-    def _fail_pending(self) -> None:
-        error = Unavailable("the service is shutting down")
-        for job in [*self._small, *(b.job for b in self._bulk)]:
-            job.future.set_exception(error)
-        self._small.clear()
-        self._bulk.clear()
-        while True:
-            try:
-                queued = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if queued is not None:
-                queued.future.set_exception(error)
+        bulk.out[rows] = vectors  # disjoint rows: no lock needed for the copy
+        with self._cond:
+            bulk.finished += len(rows)
+            if bulk.finished == len(bulk.order) and not bulk.failed:
+                bulk.job.future.set_result(bulk.out)
