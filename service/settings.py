@@ -56,10 +56,11 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(
         default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
     )
-    embedding_backend: Literal["onnx", "torch"] = Field(
+    embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx",
         description="onnx: the model exported once into data_dir/models and run with "
-        "onnxruntime (same quality, faster); torch: sentence-transformers.",
+        "onnxruntime (same quality, faster); onnx-int8: the same with int8 weights (faster "
+        "still, slightly lower quality: docs/performance.md); torch: sentence-transformers.",
     )
     onnx_cache_dir: Path | None = Field(
         default=None, description="Where exported ONNX models are cached (default data_dir/models)."

@@ -53,3 +53,12 @@ def test_onnx_single_thread_runs_in_parallel_match_the_solo_session() -> None:
     for vectors in results.values():
         assert vectors.shape == solo.shape
         np.testing.assert_allclose(vectors, solo, atol=1e-5)
+
+
+def test_onnx_int8_is_a_quantized_copy_close_to_torch(torch_vectors: np.ndarray) -> None:
+    model = ModelRegistry(backend="onnx-int8", cache_dir=MODEL_CACHE).get(BUNDLED_MODEL)
+    vectors = model.embed(TEXTS)
+    agreement = cosines(vectors, torch_vectors)
+    assert agreement.min() > 0.98
+    assert agreement.max() < 0.9999  # really int8, not the fp32 export
+    assert any(p.name == "model-int8.onnx" for p in MODEL_CACHE.rglob("*.onnx"))

@@ -106,6 +106,24 @@ def export_onnx(model_path: Path, target: Path) -> None:
             os.unlink(tmp)
 
 
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of ``source``'s weights, atomically.
+
+    Per-channel scales: with one scale per tensor some texts' vectors drifted to a
+    cosine of 0.90 against fp32 (SciFact sample), per channel the worst was 0.987.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class OnnxEmbedder:
     """Mean-pooled (and, if the model says so, normalised) embeddings via onnxruntime.
 
@@ -114,9 +132,14 @@ class OnnxEmbedder:
     the calling thread only and takes concurrent calls, so N callers use N cores
     with no locking (higher throughput than any batch on a CPU; see
     docs/performance.md). The single-thread session is opened on first use.
+
+    ``int8``: run a dynamically quantized copy (int8 weights), faster at a small,
+    measured quality cost (docs/performance.md).
     """
 
-    def __init__(self, name: str, path: Path, cache_dir: Path, *, threads: int = 0) -> None:
+    def __init__(
+        self, name: str, path: Path, cache_dir: Path, *, threads: int = 0, int8: bool = False
+    ) -> None:
         from tokenizers import Tokenizer
 
         self.name = name
@@ -124,6 +147,12 @@ class OnnxEmbedder:
         if not onnx_file.exists():
             _log.info("exporting %s to ONNX at %s (once)", name, onnx_file)
             export_onnx(path, onnx_file)
+        if int8:
+            quantized = onnx_file.with_name("model-int8.onnx")
+            if not quantized.exists():
+                _log.info("quantizing %s to int8 at %s (once)", name, quantized)
+                quantize_int8(onnx_file, quantized)
+            onnx_file = quantized
         self._onnx_file = onnx_file
         self._session = self._open(threads)
         self._single_thread_session: Any = None

@@ -40,7 +40,8 @@ class ModelRegistry:
     """Loads each model once and hands out the shared instance.
 
     ``backend`` is ``"onnx"`` (default: exported locally into ``cache_dir`` on first
-    use) or ``"torch"`` (sentence-transformers); models ONNX cannot serve use torch.
+    use), ``"onnx-int8"`` (the same, quantized to int8 weights) or ``"torch"``
+    (sentence-transformers); models ONNX cannot serve use torch.
     """
 
     def __init__(
@@ -81,6 +82,13 @@ class ModelRegistry:
             return model
 
     def _load(self, name: str, path: Path) -> Embedder:
-        if self._backend == "onnx" and self._cache_dir is not None and onnx_backend.supports(path):
-            return onnx_backend.OnnxEmbedder(name, path, self._cache_dir, threads=self._threads)
+        onnx = self._backend in ("onnx", "onnx-int8")
+        if onnx and self._cache_dir is not None and onnx_backend.supports(path):
+            return onnx_backend.OnnxEmbedder(
+                name,
+                path,
+                self._cache_dir,
+                threads=self._threads,
+                int8=self._backend == "onnx-int8",
+            )
         return SentenceTransformerEmbedder(name, path, batch_size=self._batch_size)
