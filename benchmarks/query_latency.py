@@ -189,11 +189,14 @@ def sql_floors(
 
     The floor (``sql_p50_ms``) is the service's own search statement (same rows, same
     columns) on an autocommit connection with ``hnsw.ef_search`` set once for the
-    session: one round trip, nothing else. ``sql_path_p50_ms`` is what a request does:
-    a transaction with the settings and the search pipelined, then COMMIT.
+    session: one round trip, nothing else. ``sql_path_p50_ms`` is what a single-datastore
+    vector query does: borrow a connection (autocommit) and run ``search_alone``.
     ``sql_cpu_ms``: PostgreSQL's and this process's CPU time per bare statement.
     """
-    with psycopg.connect(uri, autocommit=True) as conn, psycopg.connect(uri) as pooled:
+    with (
+        psycopg.connect(uri, autocommit=True) as conn,
+        psycopg.connect(uri, autocommit=True) as pooled,
+    ):
         register_vector(conn)
         register_vector(pooled)
         datastore = datastore_rows.get(conn, UUID(datastore_id))
@@ -206,8 +209,7 @@ def sql_floors(
             conn.execute(query, params).fetchall()
 
         def path(v: np.ndarray) -> None:  # as a pooled connection in the service
-            search.search(pooled, datastore, v, k=k, threshold=threshold, exact=False)
-            pooled.commit()
+            search.search_alone(pooled, datastore, v, k=k, threshold=threshold)
 
         out = {}
         for name, run in (("sql_p50_ms", bare), ("sql_path_p50_ms", path)):

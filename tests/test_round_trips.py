@@ -1,4 +1,5 @@
-"""A query sends all its searches to the database in one round trip.
+"""A query sends all its searches to the database in one round trip; a plain query
+over one datastore sends its search statement alone.
 
 libpq's protocol trace of the pooled connection shows what the client sent: statements
 (Parse/Bind/Execute) go out in batches, each ended by a message the client then waits
@@ -7,16 +8,19 @@ on (Sync, Flush, or a simple Query such as COMMIT).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import field_mask_pb2, struct_pb2
 
 from service.app import App
 from service.client import Client, pb
+from service.storage import search
 
 DOCS = [
     ("water", "Rivers carry water to the sea.", "nature"),
@@ -147,3 +151,67 @@ def test_pipeline_settings_hold_until_the_sync_and_no_further(app: App) -> None:
         assert conn.info.backend_pid == backend
         assert not conn.autocommit  # lent in transaction mode again
         assert conn.execute("SHOW hnsw.ef_search").fetchone() != ("321",)
+
+
+def test_a_plain_query_over_one_datastore_is_its_search_statement_alone(
+    client: Client, app: App, traced: list[str]
+) -> None:
+    """No pipeline and no settings statement once the connection has the datastore's
+    hnsw.ef_search for its session."""
+    ds_id = text_datastore(client)
+    request = pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="water")
+    # The pool lends its connections in turn; psycopg prepares a statement on its fifth
+    # run on a connection (one Parse round trip, once): warm every connection past that.
+    for _ in range(6 * app.settings.pool_max_size):
+        client.retrieval.Query(request)
+    traced.clear()
+    got = client.retrieval.Query(request)
+    assert got.hits[0].external_id == "water"
+    sent = batches(traced)
+    assert len(sent) == 1, sent
+    assert sent[0][-1] == "Sync"
+    assert sent[0].count("Execute") == 1
+    assert "Query" not in traced
+
+
+def test_a_changed_ef_search_reaches_the_session_before_the_search(
+    client: Client, app: App, traced: list[str]
+) -> None:
+    ds_id, other = text_datastore(client), text_datastore(client)
+    request = pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="water")
+    client.retrieval.Query(request)
+    client.datastores.UpdateDatastore(
+        pb.UpdateDatastoreRequest(
+            datastore=pb.Datastore(
+                id=ds_id, config=pb.DatastoreConfig(hnsw=pb.HnswConfig(ef_search=77))
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["config.hnsw.ef_search"]),
+        )
+    )
+    # The update emptied the settings cache: load it again outside the trace.
+    client.retrieval.Query(pb.QueryRequest(datastores=pb.DatastoreIds(ids=[other]), text="x"))
+    assert app.lookups.datastore(uuid.UUID(ds_id)).config.hnsw.ef_search == 77  # type: ignore[union-attr]
+    traced.clear()
+    client.retrieval.Query(request)
+    assert traced.count("Execute") == 2  # set_config('hnsw.ef_search', '77', false), search
+
+
+def test_search_alone_sets_ef_search_once_per_session_and_set_local_leaves_it(
+    app: App, client: Client
+) -> None:
+    ds_id = text_datastore(client)
+    datastore = app.lookups.datastore(uuid.UUID(ds_id))
+    assert datastore is not None
+    vector = np.ones(datastore.config.dimensions, dtype=np.float32)
+    ef = str(datastore.config.hnsw.ef_search)
+    with app.db.autocommit() as conn:
+        conn.execute("SET hnsw.ef_search = 40")  # a connection new to search_alone
+        search._session_ef_search.pop(conn, None)
+        search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
+        assert conn.execute("SHOW hnsw.ef_search").fetchone() == (ef,)
+        with conn.pipeline() as pipeline:  # another query's SET LOCAL, then its end
+            conn.execute("SELECT set_config('hnsw.ef_search', '321', true)")
+            pipeline.sync()
+        assert conn.execute("SHOW hnsw.ef_search").fetchone() == (ef,)
+        found = search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
+    assert len(found) == 2

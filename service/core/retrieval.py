@@ -32,8 +32,7 @@ from service.storage.filters import Compiled, compile_filter
 
 MAX_QUERY_CHARS = 65_536
 FALLBACK_HITS = 3
-# distinct_documents over-fetches chunks so that k distinct documents usually remain.
-_DISTINCT_OVERFETCH = 4
+_DISTINCT_OVERFETCH = 4  # see Retrieval._depth
 
 
 @dataclass(frozen=True)
@@ -77,19 +76,29 @@ class Retrieval:
         vectors = self._query_vectors(
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
+        one_vector_search = len(plans) == 1 and plans[0].mode is SearchMode.VECTOR
+        if one_vector_search and where is None and not spec.exact:
+            # The common agent query: the search statement alone, no pipeline.
+            plan = plans[0]
+            with self._db.autocommit() as conn:
+                found = search.search_alone(
+                    conn,
+                    plan.datastore,
+                    vectors[plan.datastore.id],
+                    k=self._depth(plan, spec),
+                    threshold=plan.threshold,
+                )
+            return self._merge([(plan, self._finish(plan, spec, found))], spec)
         per_datastore: list[tuple[_Plan, list[search.Candidate]]] = []
         # Every datastore's search is queued before any is collected: one round trip
         # to the database for the whole query (a short filtered search adds one).
         with self._db.pipeline() as (conn, pipeline):
             pending = []
             for plan in plans:
-                k = plan.max_results
-                if spec.distinct_documents:
-                    k = min(k * _DISTINCT_OVERFETCH, self._settings.max_results_cap)
                 request = search_modes.DatastoreSearch(
                     datastore=plan.datastore,
                     mode=plan.mode,
-                    k=k,
+                    k=self._depth(plan, spec),
                     threshold=plan.threshold,
                     exact=spec.exact,
                     text=spec.text,
@@ -100,11 +109,23 @@ class Retrieval:
                 pending.append((plan, search_modes.submit(conn, request)))
             pipeline.sync()
             for plan, collect in pending:
-                found = collect()
-                if spec.distinct_documents:
-                    found = _best_chunk_per_document(found)
-                per_datastore.append((plan, _cut(found, plan.max_results)))
+                per_datastore.append((plan, self._finish(plan, spec, collect())))
         return self._merge(per_datastore, spec)
+
+    def _depth(self, plan: _Plan, spec: QuerySpec) -> int:
+        """Candidates to fetch: distinct_documents over-fetches chunks so that
+        max_results distinct documents usually remain."""
+        if spec.distinct_documents:
+            return min(plan.max_results * _DISTINCT_OVERFETCH, self._settings.max_results_cap)
+        return plan.max_results
+
+    @staticmethod
+    def _finish(
+        plan: _Plan, spec: QuerySpec, found: list[search.Candidate]
+    ) -> list[search.Candidate]:
+        if spec.distinct_documents:
+            found = _best_chunk_per_document(found)
+        return _cut(found, plan.max_results)
 
     def _check_spec(self, spec: QuerySpec) -> None:
         if spec.max_results is not None:

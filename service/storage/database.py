@@ -17,7 +17,7 @@ def _configure(conn: psycopg.Connection) -> None:
 
 
 def _reset(conn: psycopg.Connection) -> None:
-    conn.autocommit = False  # ``pipeline()`` lends connections in autocommit mode
+    conn.autocommit = False  # ``autocommit()`` and ``pipeline()`` lend it in autocommit mode
 
 
 class Database:
@@ -65,6 +65,13 @@ class Database:
             raise Unavailable(f"database unreachable: {e}") from e
 
     @contextmanager
+    def autocommit(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in autocommit mode: each statement commits on its own."""
+        with self.connection() as conn:
+            conn.autocommit = True
+            yield conn
+
+    @contextmanager
     def pipeline(self) -> Iterator[tuple[psycopg.Connection, psycopg.Pipeline]]:
         """A pooled connection in autocommit pipeline mode, for reads in one round trip.
 
@@ -73,10 +80,8 @@ class Database:
         (SET LOCAL) holds for the statements queued after it, and no BEGIN or COMMIT
         exchange is needed. Leaving the block sends psycopg's closing (empty) Sync.
         """
-        with self.connection() as conn:
-            conn.autocommit = True
-            with conn.pipeline() as pipeline:
-                yield conn, pipeline
+        with self.autocommit() as conn, conn.pipeline() as pipeline:
+            yield conn, pipeline
 
     def ping(self) -> bool:
         """True when a connection can run ``SELECT 1``."""
