@@ -201,7 +201,8 @@ def test_stop_fails_waiting_callers_instead_of_hanging() -> None:
 
     running = threading.Thread(target=call, args=("running",))
     running.start()
-    time.sleep(0.05)  # the lane is busy with "running"
+    while not model.batches:  # wait until the lane is busy with "running"
+        time.sleep(0.005)
     queued = threading.Thread(target=call, args=("queued",))
     queued.start()
     time.sleep(0.05)

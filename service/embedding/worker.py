@@ -238,6 +238,8 @@ class EmbeddingWorker:
         taken = [self._small.popleft()]
         size = len(taken[0].texts)
         for job in list(self._small):
+            if size >= self._query_batch:
+                break
             if job.model == model and size + len(job.texts) <= self._query_batch:
                 taken.append(job)
                 size += len(job.texts)
