@@ -190,7 +190,8 @@ def sql_floors(
     The floor (``sql_p50_ms``) is the service's own search statement (same rows, same
     columns) on an autocommit connection with ``hnsw.ef_search`` set once for the
     session: one round trip, nothing else. ``sql_path_p50_ms`` is what a single-datastore
-    vector query does: borrow a connection (autocommit) and run ``search_alone``.
+    vector query runs on its autocommit connection, ``search_alone`` (the pool's lending
+    and return, about 0.3 ms, are not in it).
     ``sql_cpu_ms``: PostgreSQL's and this process's CPU time per bare statement.
     """
     with (
