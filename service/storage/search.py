@@ -47,11 +47,24 @@ def build_query(
     k: int,
     threshold: float,
     where: Compiled | None = None,
+    *,
+    exact: bool = False,
 ) -> tuple[sql.Composed, dict[str, Any]]:
     """The search SQL and its parameters (exposed so tests can EXPLAIN it).
 
     ``where`` (a metadata filter over the chunk ``c`` and its document ``d``) goes
     under the index scan, which pgvector's iterative scan then keeps feeding.
+
+    ``k`` is written into the statement, not passed as a parameter: psycopg prepares
+    a statement after a few runs and PostgreSQL then may plan it once for any
+    parameters. Not knowing the LIMIT, that generic plan prices it at a tenth of the
+    partition and, below a few thousand chunks, sorts the whole partition instead of
+    walking the HNSW index (measured: 12 ms instead of 1 ms on 2,300 chunks).
+
+    ``exact`` orders by ``(distance) + 0``, an expression no index can serve, so the
+    scan is sequential in any plan. Turning ``enable_indexscan`` off instead is not
+    enough: a prepared statement's cached generic plan keeps the index it was planned
+    with, whatever the setting when it runs.
     """
     distance = distance_sql(datastore)
     score = sql.SQL(scoring.score_sql(datastore.metric, "c.distance"))
@@ -63,18 +76,20 @@ def build_query(
     query = sql.SQL(
         "WITH candidates AS MATERIALIZED ("
         " SELECT c.id, c.document_id, c.chunk_index, c.content, c.metadata, {distance} AS distance"
-        " FROM public.{partition} c{filtered} ORDER BY {distance} LIMIT %(k)s)"
+        " FROM public.{partition} c{filtered} ORDER BY {order} LIMIT {k})"
         " SELECT c.id, c.document_id, d.external_id, c.chunk_index, d.title, c.content,"
         " d.metadata || c.metadata, c.distance, {score} AS score, {score} >= %(threshold)s"
         " FROM candidates c JOIN public.datastore_documents d ON d.id = c.document_id"
         " ORDER BY score DESC, c.id"
     ).format(
         distance=distance,
+        order=sql.SQL("({}) + 0").format(distance) if exact else distance,
         partition=sql.Identifier(partition_name(datastore.id)),
         filtered=filtered,
         score=score,
+        k=sql.Literal(int(k)),
     )
-    params = {"q": vector, "k": k, "threshold": threshold}
+    params = {"q": vector, "threshold": threshold}
     if where is not None:
         params.update(where.params)
     return query, params
@@ -192,13 +207,8 @@ def _queue(
     exact: bool,
 ) -> psycopg.Cursor[Any]:
     """Send (or, in a pipeline, queue) the search; its cursor yields the rows."""
-    if exact:
-        conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
-    query, params = build_query(datastore, vector, k, threshold, where)
-    rows = conn.execute(query, params)
-    if exact:  # later searches in this transaction (other datastores) may use indexes
-        conn.execute("SELECT set_config('enable_indexscan', 'on', true)")
-    return rows
+    query, params = build_query(datastore, vector, k, threshold, where, exact=exact)
+    return conn.execute(query, params)
 
 
 def chunk_hit(
