@@ -12,7 +12,7 @@ from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service.core.agents import AgentFields
 from service.core.datastore_config import ConfigRequest
 from service.core.datastores import DatastoreFields
-from service.core.validation import parse_uuid
+from service.core.validation import not_json_number, parse_uuid
 from service.errors import InvalidArgument
 from service.models import (
     Agent,
@@ -86,7 +86,7 @@ def from_struct(value: struct_pb2.Struct, field: str) -> JsonObject:
     try:
         data: dict[str, Any] = json_format.MessageToDict(value)
     except ValueError as e:  # protobuf refuses NaN and infinities
-        raise InvalidArgument(f"{field} holds NaN or an infinite number; JSON has neither") from e
+        raise not_json_number(field) from e
     return data
 
 

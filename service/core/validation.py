@@ -49,12 +49,17 @@ def check_text(
     return value
 
 
+def not_json_number(field: str) -> InvalidArgument:
+    """The error for a NaN or an infinity where JSON is expected."""
+    return InvalidArgument(f"{field} holds NaN or an infinite number; JSON has neither")
+
+
 def check_metadata(value: JsonObject, field: str) -> JsonObject:
     """``value`` if PostgreSQL's jsonb accepts it: no NUL, no NaN or infinity."""
     try:
         encoded = json.dumps(value, allow_nan=False)
     except ValueError as e:
-        raise InvalidArgument(f"{field} holds NaN or an infinite number; JSON has neither") from e
+        raise not_json_number(field) from e
     if "\\u0000" in encoded:
         raise InvalidArgument(f"{field} contains a NUL character")
     return value
