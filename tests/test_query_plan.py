@@ -117,6 +117,33 @@ def test_exact_search_scans_the_partition_in_any_plan(
         ], f"generic={generic}"
 
 
+def test_exact_search_stays_exact_after_many_approximate_ones(
+    client: Client, big_datastore: pb.Datastore
+) -> None:
+    # Approximate queries of the same shape run first, often enough for psycopg to
+    # prepare the statement and PostgreSQL to cache a plan that walks the index; a
+    # small ef_search makes that walk miss neighbours. Exact answers must not change.
+    client.datastores.UpdateDatastore(
+        pb.UpdateDatastoreRequest(
+            datastore=pb.Datastore(
+                id=big_datastore.id, config=pb.DatastoreConfig(hnsw=pb.HnswConfig(ef_search=1))
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["config.hnsw.ef_search"]),
+        )
+    )
+    stored = np.random.default_rng(3).normal(size=(4000, DIMS)).astype(np.float32)
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    queries = np.random.default_rng(11).normal(size=(12, DIMS)).astype(np.float32)
+    kwargs: dict[str, Any] = {"max_results": 10, "similarity_threshold": 0.0}
+    for q in queries:
+        for _ in range(2):
+            query_vector(client, [big_datastore.id], q.tolist(), **kwargs)
+    for q in queries:
+        truth = np.argsort(-(unit @ (q / np.linalg.norm(q))), kind="stable")[:10]
+        got = query_vector(client, [big_datastore.id], q.tolist(), exact=True, **kwargs)
+        assert {h.external_id for h in got.hits} == {f"v{i}" for i in truth}
+
+
 def test_metric_update_rebuilds_the_index_with_the_new_opclass(
     client: Client, app: App, big_datastore: pb.Datastore
 ) -> None:
