@@ -131,6 +131,7 @@ def test_exact_search_stays_exact_after_many_approximate_ones(
             update_mask=field_mask_pb2.FieldMask(paths=["config.hnsw.ef_search"]),
         )
     )
+    # the vectors big_datastore stored (analyzed_datastore's generator and seed)
     stored = np.random.default_rng(3).normal(size=(4000, DIMS)).astype(np.float32)
     unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
     queries = np.random.default_rng(11).normal(size=(12, DIMS)).astype(np.float32)

@@ -5,7 +5,7 @@
 -- Measured on 2,322 SciFact chunks: an exact top-10 scan took 10.5 ms and 7,398
 -- buffers that way, 2.6 ms and 581 buffers with the vectors inline. Long chunk text
 -- and tsvectors go out of line instead; they are read only for the hits. Vectors too
--- wide to fit a row (over about 500 dimensions) are still moved out as a last resort.
+-- wide to fit a row (over about 450 dimensions) are still moved out as a last resort.
 -- Applies to the parent, every existing partition and the ones created later; rows
 -- already written keep their layout until rewritten (VACUUM FULL on a partition).
 ALTER TABLE public.datastore_chunks ALTER COLUMN embedding SET STORAGE MAIN;
