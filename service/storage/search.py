@@ -176,8 +176,8 @@ def search_alone(
     if _session_ef_search.get(conn) != ef:
         conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (ef,))
         _session_ef_search[conn] = ef
-    query, params = build_query(datastore, vector, k, threshold)
-    return _candidates(datastore, conn.execute(query, params).fetchall())
+    rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=None, exact=False)
+    return _candidates(datastore, rows.fetchall())
 
 
 # Measured (10k chunks, 16 dims): a tuple visited by the iterative HNSW scan costs
