@@ -62,8 +62,12 @@ class App:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             timeout=settings.pool_timeout_s,
+            statement_timeout_s=settings.statement_timeout_s,
+            probe_interval_s=settings.database_probe_interval_s,
         )
         db.open()
+        if embedded is not None:
+            embedded.supervise()
         models = ModelRegistry(
             backend=settings.embedding_backend,
             cache_dir=settings.model_dir,

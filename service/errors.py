@@ -37,3 +37,15 @@ class ResourceExhausted(RetrievalError):
 
 class Unavailable(RetrievalError):
     """A dependency (database, model) cannot serve right now; retrying may help."""
+
+
+class DeadlineExceeded(RetrievalError):
+    """The call's deadline (or the server's statement timeout) passed before it finished."""
+
+
+class Cancelled(RetrievalError):
+    """The client cancelled the call; its database work was cancelled too."""
+
+
+class Aborted(RetrievalError):
+    """A concurrent transaction got in the way (deadlock, serialization, lock wait); retry."""

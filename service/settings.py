@@ -33,6 +33,21 @@ class Settings(BaseSettings):
     pool_timeout_s: float = Field(
         default=10.0, gt=0, description="Wait for a free connection before UNAVAILABLE."
     )
+    statement_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="Longest a database statement may run (PostgreSQL statement_timeout, set "
+        "at connect). A call's own deadline, when shorter, cancels its statements sooner; "
+        "either way the call ends DEADLINE_EXCEEDED. Also bounds index (re)builds.",
+    )
+    database_probe_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="While the database is unreachable, how often it is probed; calls fail "
+        "UNAVAILABLE at once in the meantime, and serving resumes on the first good probe.",
+    )
     max_results_cap: int = Field(
         default=1000,
         ge=1,

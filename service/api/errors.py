@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import grpc
-import psycopg
 
 from service import errors
 
@@ -20,6 +19,9 @@ _CODES: dict[type[errors.RetrievalError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Cancelled: grpc.StatusCode.CANCELLED,
+    errors.Aborted: grpc.StatusCode.ABORTED,
 }
 
 
@@ -29,8 +31,5 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         code = _CODES.get(kind)
         if code is not None:
             return code, str(exc)
-    if isinstance(exc, psycopg.OperationalError):
-        _log.warning("database unavailable: %s", exc)
-        return grpc.StatusCode.UNAVAILABLE, "database unavailable, retry shortly"
     _log.error("internal error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error (logged on the server)"

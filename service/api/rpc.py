@@ -8,6 +8,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from service import call_scope
 from service.api.errors import status_for
 from service.core.identity import Identity
 from service.errors import Unauthenticated
@@ -43,8 +44,10 @@ def authenticated(
     @functools.wraps(method)
     def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
-            principal = self.identity.authenticate(bearer_token(context))
-            return method(self, request, principal)
+            with call_scope.opened(context.time_remaining()) as call:
+                context.add_callback(call.cancel)  # the client cancelled or went away
+                principal = self.identity.authenticate(bearer_token(context))
+                return method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
             context.abort(code, message)
@@ -60,8 +63,10 @@ def authenticated_stream(
     @functools.wraps(method)
     def wrapper(self: S, requests: Iterator[Req], context: grpc.ServicerContext) -> Iterator[Resp]:
         try:
-            principal = self.identity.authenticate(bearer_token(context))
-            yield from method(self, requests, principal)
+            with call_scope.opened(context.time_remaining()) as call:
+                context.add_callback(call.cancel)
+                principal = self.identity.authenticate(bearer_token(context))
+                yield from method(self, requests, principal)
         except Exception as e:
             if not context.is_active():
                 return  # the client is gone (cancelled, disconnected): no one to tell

@@ -29,7 +29,7 @@ SERVICE_NAMES = [
 class HealthMonitor:
     """SERVING while the database answers (models are loaded before the server starts)."""
 
-    def __init__(self, app: App, servicer: health.HealthServicer, interval_s: float = 5.0) -> None:
+    def __init__(self, app: App, servicer: health.HealthServicer, interval_s: float = 1.0) -> None:
         self._app = app
         self._servicer = servicer
         self._interval_s = interval_s

@@ -13,7 +13,16 @@ from service.core import access
 from service.core.chunking import chunk_text
 from service.core.validation import check_metadata, check_text, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from service.errors import (
+    Aborted,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from service.models import (
     NO_MODEL,
     Datastore,
@@ -110,6 +119,20 @@ class PreparedDocument:
             assert p.vector is not None
             out.append(PreparedChunk(i, p.content, p.vector, p.token_count, p.metadata))
         return out
+
+
+def _check_unchanged(prepared_for: Datastore, locked: Datastore | None) -> None:
+    """Raise unless the datastore, read again under its lock, still takes the vectors
+    that were computed for it (an update may have committed since)."""
+    if locked is None:
+        raise NotFound(f"datastore {prepared_for.id} was deleted")
+    before, now = prepared_for.config, locked.config
+    if (before.embedding_model, before.dimensions) != (now.embedding_model, now.dimensions):
+        raise FailedPrecondition(
+            f"datastore {prepared_for.id} changed its embedding model or dimensions while "
+            f"these documents were prepared (now {now.embedding_model!r}, {now.dimensions} "
+            "dimensions); send them again"
+        )
 
 
 class Ingestion:
@@ -241,22 +264,21 @@ class Ingestion:
     def store(self, datastore: Datastore, docs: Sequence[PreparedDocument]) -> list[DocumentResult]:
         """Write embedded documents in one transaction: all of them or none."""
         with self._db.connection() as conn:
-            # FOR SHARE: a concurrent delete or index rebuild waits for this write.
-            locked = conn.execute(
-                "SELECT 1 FROM public.datastores WHERE id = %s FOR SHARE", (datastore.id,)
-            ).fetchone()
-            if locked is None:
-                raise NotFound(f"datastore {datastore.id} was deleted")
+            _check_unchanged(datastore, datastore_rows.lock_for_write(conn, datastore.id))
             written = []
-            results = []
-            for p in docs:
+            results = {}
+            # Row locks in one order (by external_id) for every batch: two batches
+            # that share documents wait for each other instead of deadlocking.
+            for p in sorted(docs, key=lambda p: p.doc.external_id):
                 chunks = p.chunks()
                 doc_id, created = rows.upsert(conn, datastore.id, p.doc, p.sha256, len(chunks))
                 written.append((doc_id, chunks))
                 status = IngestStatus.CREATED if created else IngestStatus.UPDATED
-                results.append(DocumentResult(p.doc.external_id, status, doc_id, len(chunks)))
+                results[p.doc.external_id] = DocumentResult(
+                    p.doc.external_id, status, doc_id, len(chunks)
+                )
             rows.replace_chunks(conn, datastore.id, written)
-        return results
+        return [results[p.doc.external_id] for p in docs]
 
     def store_each(
         self, datastore: Datastore, docs: Sequence[PreparedDocument]
@@ -288,7 +310,8 @@ class Ingestion:
         """Re-raise ``error`` unless the database is up and refused the data itself."""
         # A failure may be about the data (a constraint, a size limit) or about the
         # database (gone, restarting): a ping tells which one this is.
-        if isinstance(error, NotFound) or not self._db.ping():
+        not_the_data = (NotFound, FailedPrecondition, Aborted, Cancelled, DeadlineExceeded)
+        if isinstance(error, not_the_data) or not self._db.ping():
             raise error
 
     # ------------------------------------------------------------ reads and deletes

@@ -1,15 +1,43 @@
-"""Connection pool: psycopg 3 + psycopg_pool, pgvector types registered on every connection."""
+"""Connection pool: psycopg 3 + psycopg_pool, pgvector types registered on every connection.
+
+Every borrow runs under the current call's deadline and cancellation (see
+:mod:`service.call_scope`): the pool wait is cut to what is left, a statement still
+running at the deadline (or when the client cancels) is cancelled, and the driver's
+errors leave this module as the service's own (:mod:`service.errors`).
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from service.errors import ResourceExhausted, Unavailable
+from service import call_scope
+from service.call_scope import CallScope
+from service.errors import (
+    Aborted,
+    Cancelled,
+    DeadlineExceeded,
+    ResourceExhausted,
+    RetrievalError,
+    Unavailable,
+)
+from service.storage.availability import Availability
+from service.storage.statement_guard import WATCHDOG, StatementGuard
+
+# The pool is waited on in slices this long, so a database found unreachable meanwhile
+# ends the wait (UNAVAILABLE at once) instead of the pool timeout.
+_WAIT_SLICE_S = 0.25
+
+# SQLSTATEs that mean the server itself is gone or not accepting work.
+_SERVER_GONE = ("57P01", "57P02", "57P03")
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -18,6 +46,13 @@ def _configure(conn: psycopg.Connection) -> None:
 
 def _reset(conn: psycopg.Connection) -> None:
     conn.autocommit = False  # ``autocommit()`` and ``pipeline()`` lend it in autocommit mode
+
+
+def _options(conninfo: str, statement_timeout_s: float) -> str:
+    """libpq ``options`` with the statement timeout added: set at connect, no round trip."""
+    given = str(conninfo_to_dict(conninfo).get("options") or "")
+    timeout = f"-c statement_timeout={round(statement_timeout_s * 1000)}"
+    return f"{given} {timeout}".strip()
 
 
 class Database:
@@ -30,39 +65,144 @@ class Database:
         min_size: int = 2,
         max_size: int = 10,
         timeout: float = 10.0,
+        statement_timeout_s: float = 30.0,
+        probe_interval_s: float = 0.5,
     ) -> None:
         self.conninfo = conninfo
-        self._pool = ConnectionPool(
-            conninfo,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
+        self.statement_timeout_s = statement_timeout_s
+        self._timeout = timeout
+        self._sizes = (min_size, max_size)
+        self._availability = Availability(
+            conninfo, interval_s=probe_interval_s, on_recovered=self._renew_pool
+        )
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self.conninfo,
+            min_size=self._sizes[0],
+            max_size=self._sizes[1],
+            timeout=self._timeout,
             open=False,
+            kwargs={"options": _options(self.conninfo, self.statement_timeout_s)},
             configure=_configure,
             reset=_reset,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             name="retrieval",
         )
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            self._availability.suspect()
+            raise
+
+    def _renew_pool(self) -> None:
+        # The old pool retries its lost connections with a backoff of up to minutes;
+        # a new one connects now. Connections still lent by the old one close on return.
+        old, self._pool = self._pool, self._new_pool()
+        self._pool.open(wait=False)
+        threading.Thread(target=old.close, kwargs={"timeout": 1.0}, daemon=True).start()
+
+    @property
+    def available(self) -> bool:
+        """False from a failed connection until the database answers again."""
+        return self._availability.available
 
     def open(self, *, timeout: float = 30.0) -> None:
         self._pool.open(wait=True, timeout=timeout)
 
     def close(self) -> None:
+        self._availability.close()
         self._pool.close()
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection inside a transaction (committed on clean exit)."""
+        call = call_scope.current()
         try:
-            with self._pool.connection() as conn:
-                yield conn
-        except PoolTimeout as e:
-            raise Unavailable("database busy: no free connection, retry shortly") from e
-        except psycopg.OperationalError as e:
-            if e.sqlstate is not None and e.sqlstate.startswith("54"):
-                # program_limit_exceeded & co: this request's data, not the database's health
-                raise ResourceExhausted(f"the database refused it as too large: {e}") from e
-            raise Unavailable(f"database unreachable: {e}") from e
+            conn, pool = self._borrow(call)
+            try:
+                with conn, self._guarded(conn, call):
+                    yield conn
+            finally:
+                pool.putconn(conn)
+        except psycopg.Error as e:
+            domain = self._translate(e, call)
+            if domain is None:
+                raise
+            raise domain from e
+
+    def _borrow(self, call: CallScope | None) -> tuple[psycopg.Connection, ConnectionPool]:
+        timeout = self._timeout
+        left = None if call is None else call.remaining()
+        if call is not None and call.cancelled:
+            raise Cancelled("the call was cancelled")
+        if left is not None:
+            if left <= 0:
+                raise DeadlineExceeded("the call's deadline passed before it reached the database")
+            timeout = min(timeout, left)
+        end = time.monotonic() + timeout
+        while True:
+            if not self._availability.available:
+                raise Unavailable("database unreachable, retry shortly")
+            pool = self._pool
+            try:
+                wait = min(_WAIT_SLICE_S, end - time.monotonic())
+                return pool.getconn(timeout=max(wait, 0.001)), pool
+            except PoolClosed:
+                if pool is self._pool:
+                    raise Unavailable("the service is shutting down") from None
+            except PoolTimeout:
+                if time.monotonic() < end:
+                    continue
+                if left is not None and left <= self._timeout:
+                    raise DeadlineExceeded(
+                        "the call's deadline passed while waiting for a database connection"
+                    ) from None
+                raise Unavailable("database busy: no free connection, retry shortly") from None
+
+    @contextmanager
+    def _guarded(self, conn: psycopg.Connection, call: CallScope | None) -> Iterator[None]:
+        """Cancel the borrow's statements at the call's deadline or cancellation."""
+        if call is None:
+            yield
+            return
+        guard = StatementGuard(conn)
+        unsubscribe = call.on_cancel(lambda: WATCHDOG.fire_now(guard))
+        left = call.remaining()
+        # A deadline past the server's statement_timeout is enforced by the server.
+        if call.deadline is not None and left is not None and left < self.statement_timeout_s:
+            WATCHDOG.arm(call.deadline, guard)
+        try:
+            yield
+        finally:
+            guard.release()
+            unsubscribe()
+
+    def _translate(self, e: psycopg.Error, call: CallScope | None) -> RetrievalError | None:
+        """The service's error for a driver error; None when it is about the request's
+        data or the SQL (a constraint, a bad value): those the caller handles."""
+        if isinstance(e, pg_errors.QueryCanceled):
+            if call is not None and call.cancelled:
+                return Cancelled("the call was cancelled; its database statement was too")
+            return DeadlineExceeded(
+                "the call's deadline (or the server's statement timeout) passed while the "
+                "database was working on it"
+            )
+        if isinstance(e, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+            return Aborted(f"a concurrent transaction got in the way ({e.sqlstate}); retry")
+        if isinstance(e, pg_errors.LockNotAvailable):
+            return Aborted("a row or table was locked by a concurrent transaction; retry")
+        if not isinstance(e, psycopg.OperationalError):
+            return None
+        if e.sqlstate is not None and e.sqlstate.startswith("54"):
+            # program_limit_exceeded & co: this request's data, not the database's health
+            return ResourceExhausted(f"the database refused it as too large: {e}")
+        if e.sqlstate is None or e.sqlstate.startswith("08") or e.sqlstate in _SERVER_GONE:
+            self._availability.suspect()
+        return Unavailable(f"database unreachable: {e}")
 
     @contextmanager
     def autocommit(self) -> Iterator[psycopg.Connection]:
@@ -85,9 +225,11 @@ class Database:
 
     def ping(self) -> bool:
         """True when a connection can run ``SELECT 1``."""
+        if not self.available:
+            return False
         try:
             with self.connection() as conn:
                 conn.execute("SELECT 1")
-        except Unavailable:
+        except (RetrievalError, psycopg.Error):
             return False
         return True

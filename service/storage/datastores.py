@@ -83,6 +83,16 @@ def get(
     return _from_row(row) if row else None
 
 
+def lock_for_write(conn: psycopg.Connection, datastore_id: UUID) -> Datastore | None:
+    """The datastore, share-locked to the end of the transaction: a concurrent update,
+    delete or index rebuild waits for the write, and the write sees the settings it
+    will be stored under."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM public.datastores d WHERE d.id = %s FOR SHARE", (datastore_id,)
+    ).fetchone()
+    return _from_row(row) if row else None
+
+
 def get_many(
     conn: psycopg.Connection, datastore_ids: list[UUID], *, counts: bool = False
 ) -> list[Datastore]:

@@ -150,7 +150,7 @@ def delete(conn: psycopg.Connection, datastore_id: UUID, external_ids: Sequence[
     """Delete documents and their chunks; returns the external ids that existed."""
     rows = conn.execute(
         "SELECT id, external_id FROM public.datastore_documents"
-        " WHERE datastore_id = %s AND external_id = ANY(%s) FOR UPDATE",
+        " WHERE datastore_id = %s AND external_id = ANY(%s) ORDER BY external_id FOR UPDATE",
         (datastore_id, list(external_ids)),
     ).fetchall()
     if not rows:
