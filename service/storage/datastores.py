@@ -77,7 +77,11 @@ def get(
     conn: psycopg.Connection, datastore_id: UUID, *, counts: bool = False, lock: bool = False
 ) -> Datastore | None:
     query = f"SELECT {_COLUMNS}{_COUNTS if counts else ''} FROM public.datastores d WHERE d.id = %s"
-    if lock:
+    if lock and counts:
+        # Lock first, count after: a statement that waits for the lock still counts
+        # in the snapshot it started with, missing what the write it waited for added.
+        conn.execute("SELECT 1 FROM public.datastores WHERE id = %s FOR UPDATE", (datastore_id,))
+    elif lock:
         query += " FOR UPDATE"
     row = conn.execute(query, (datastore_id,)).fetchone()
     return _from_row(row) if row else None
