@@ -21,6 +21,7 @@ The work runs as a pipeline of threads joined by bounded queues::
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -156,7 +157,9 @@ class _Run:
                     self.error = e
                 self.stop.set()
 
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        # In the stream's context: its deadline and cancellation reach the stages' SQL.
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(target,), name=name, daemon=True)
         if join:
             self._threads.append(thread)
         thread.start()
