@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install serve test test-all lint proto migrate clean
+.PHONY: install serve test test-all lint proto docs migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,13 @@ lint: install
 	$(VENV)/bin/ruff format --check service ingest tests benchmarks scripts
 	$(VENV)/bin/mypy
 	$(PY) scripts/gen_protos.py --check
+	$(PY) -m scripts.gen_settings_docs --check
 
 proto: install
 	$(PY) scripts/gen_protos.py
+
+docs: install
+	$(PY) -m scripts.gen_settings_docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
