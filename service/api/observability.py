@@ -187,10 +187,10 @@ class Call:
     def _line(self, code: grpc.StatusCode, seconds: float) -> tuple[str, dict[str, Any]]:
         p = self.principal
         fields: dict[str, Any] = {
-            "request_id": self.request_id,
             "method": f"/{self.service}/{self.method}",
             "code": code_name(code),
             "duration_ms": round(seconds * 1000, 3),
+            "request_id": self.request_id,
             "principal": str(p.user_id) if p else None,
             "role": str(p.role) if p else None,
             "key_id": str(p.key_id) if p and p.key_id else None,
