@@ -55,24 +55,47 @@ def request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-_described: dict[tuple[type, str], tuple[str, str]] = {}
+class Rpc:
+    """One RPC method: its names and its labelled metrics, looked up once."""
+
+    def __init__(self, service: str, method: str, grpc_type: str) -> None:
+        self.service = service
+        self.method = method
+        self.grpc_type = grpc_type
+        self._labels = (grpc_type, service, method)
+        self.started = GRPC_STARTED.labels(*self._labels)
+        self.received = GRPC_RECEIVED.labels(*self._labels)
+        self.sent = GRPC_SENT.labels(*self._labels)
+        self.seconds = GRPC_SECONDS.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        """The ``grpc_server_handled_total`` counter of this method and ``code``."""
+        counter = self._handled.get(code)
+        if counter is None:
+            counter = self._handled[code] = GRPC_HANDLED.labels(*self._labels, code_name(code))
+        return counter
 
 
-def describe(servicer: type, method: str) -> tuple[str, str]:
-    """(full service name, grpc_type) of ``servicer``'s RPC ``method``, from the proto."""
+_described: dict[tuple[type, str], Rpc] = {}
+
+
+def describe(servicer: type, method: str) -> Rpc:
+    """``servicer``'s RPC ``method``, named as in the proto."""
     key = (servicer, method)
-    if key not in _described:  # a race only computes the same answer twice
+    if key not in _described:  # a race only builds the same answer twice
         _described[key] = _lookup(servicer, method)
     return _described[key]
 
 
-def _lookup(servicer: type, method: str) -> tuple[str, str]:
+def _lookup(servicer: type, method: str) -> Rpc:
     for base in servicer.__mro__:
         service = pb.DESCRIPTOR.services_by_name.get(base.__name__.removesuffix("Servicer"))
         if service is not None and method in service.methods_by_name:
             found = service.methods_by_name[method]
-            return service.full_name, _TYPES[(found.client_streaming, found.server_streaming)]
-    return servicer.__name__, "unary"
+            kind = _TYPES[(found.client_streaming, found.server_streaming)]
+            return Rpc(service.full_name, method, kind)
+    return Rpc(servicer.__name__, method, "unary")
 
 
 def _text(value: Any) -> str:
@@ -125,31 +148,29 @@ class Call:
     """One RPC in progress: started when built, recorded once by ``end``."""
 
     def __init__(self, servicer: object, method: str, context: grpc.ServicerContext) -> None:
-        self.service, self.grpc_type = describe(type(servicer), method)
-        self.method = method
+        self.rpc = describe(type(servicer), method)
         self.request_id = request_id(context)
         self.principal: Principal | None = None
-        self._labels = (self.grpc_type, self.service, method)
         self._started = time.perf_counter()
         self._ids = _Ids()
         self._counts: dict[str, int] = {}
         self._ended = False
-        GRPC_STARTED.labels(*self._labels).inc()
+        self.rpc.started.inc()
         # Sent first, so a failed call's caller also gets it; it fails only when the
         # client is already gone (then the call ends CANCELLED).
         with contextlib.suppress(Exception):
             context.send_initial_metadata(((REQUEST_ID_KEY, self.request_id),))
 
     def received(self, request: Any) -> None:
-        GRPC_RECEIVED.labels(*self._labels).inc()
+        self.rpc.received.inc()
         if self._counts.get("received", 0) == 0:
-            self._ids.add_from(request, self.service)
+            self._ids.add_from(request, self.rpc.service)
         self._counts["received"] = self._counts.get("received", 0) + 1
-        if "documents" in request.DESCRIPTOR.fields_by_name and self.grpc_type == "unary":
+        if "documents" in request.DESCRIPTOR.fields_by_name and self.rpc.grpc_type == "unary":
             self._counts["documents"] = len(request.documents)
 
     def sent(self, response: Any) -> None:
-        GRPC_SENT.labels(*self._labels).inc()
+        self.rpc.sent.inc()
         self._counts["sent"] = self._counts.get("sent", 0) + 1
         fields = response.DESCRIPTOR.fields_by_name
         if "hits" in fields:
@@ -159,7 +180,7 @@ class Call:
         if "deleted_count" in fields:
             self._counts["documents"] = response.deleted_count
         if "id" in fields and not self._ids.named:  # a Create: name what it made
-            self._ids.add_from(response, self.service)
+            self._ids.add_from(response, self.rpc.service)
 
     def requests(self, requests: Iterator[T]) -> Iterator[T]:
         """``requests``, counted as they arrive."""
@@ -179,15 +200,16 @@ class Call:
             return
         self._ended = True
         seconds = time.perf_counter() - self._started
-        GRPC_HANDLED.labels(*self._labels, code_name(code)).inc()
-        GRPC_SECONDS.labels(*self._labels).observe(seconds)
-        text, fields = self._line(code, seconds)
-        access_log.info("%s", text, extra={"access": fields})
+        self.rpc.handled(code).inc()
+        self.rpc.seconds.observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            text, fields = self._line(code, seconds)
+            access_log.info("%s", text, extra={"access": fields})
 
     def _line(self, code: grpc.StatusCode, seconds: float) -> tuple[str, dict[str, Any]]:
         p = self.principal
         fields: dict[str, Any] = {
-            "method": f"/{self.service}/{self.method}",
+            "method": f"/{self.rpc.service}/{self.rpc.method}",
             "code": code_name(code),
             "duration_ms": round(seconds * 1000, 3),
             "request_id": self.request_id,
@@ -197,7 +219,7 @@ class Call:
             **self._ids.fields(),
         }
         counts = self._counts
-        if self.grpc_type != "unary":
+        if self.rpc.grpc_type != "unary":
             fields["messages_in"] = counts.get("received", 0)
             fields["messages_out"] = counts.get("sent", 0)
         for name in ("hits", "documents"):
