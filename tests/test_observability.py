@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from service.metrics import MetricsServer
 from service.models import Role
 from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
 from tests.log_guard import LogGuard
+from tests.test_embedding_worker import CountingModel, make_worker
 
 RETRIEVAL = "agentopia.retrieval.v1.RetrievalService"
 DATASTORES = "agentopia.retrieval.v1.DatastoreService"
@@ -67,13 +70,12 @@ def text_query(client: Client, ds_id: str, text: str, **kwargs: object) -> pb.Qu
     return client.retrieval.Query(pb.QueryRequest(datastores=target, text=text, **kwargs))  # type: ignore[arg-type]
 
 
-def test_metrics_count_a_known_sequence_of_calls(
-    client: Client, target: str, metrics_url: str
-) -> None:
+def known_sequence(client: Client, target: str, metrics_url: str) -> tuple[Samples, Samples]:
+    """Metrics before and after: 3 + 2 documents ingested, 4 queries answered (2 by
+    vector, one with fallback hits; 2 by the same text), 3 calls refused."""
     vectors = vector_datastore(client, dimensions=4, threshold=0.0, max_results=2)
     text_ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="texts"))
     before = scrape(metrics_url)
-
     ingest_vectors(client, vectors.id, np.eye(4, dtype=np.float32)[:3])  # 3 created
     hits = len(query_vector(client, [vectors.id], [1, 0, 0, 0]).hits)
     fallback = query_vector(client, [vectors.id], [1, 1, 0, 0], similarity_threshold=1.0)
@@ -96,8 +98,13 @@ def test_metrics_count_a_known_sequence_of_calls(
     bad = pb.CreateDatastoreRequest(name="")
     code, _ = status_of(lambda: client.datastores.CreateDatastore(bad))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    return before, scrape(metrics_url)
 
-    after = scrape(metrics_url)
+
+def test_metrics_count_a_known_sequence_of_calls(
+    client: Client, target: str, metrics_url: str
+) -> None:
+    before, after = known_sequence(client, target, metrics_url)
     d = delta(before, after)
     query = {"grpc_service": RETRIEVAL, "grpc_method": "Query", "grpc_type": "unary"}
     assert d("grpc_server_started_total", **query) == 5
@@ -114,13 +121,16 @@ def test_metrics_count_a_known_sequence_of_calls(
     assert d("grpc_server_handled_total", **stream_labels, grpc_type="bidi_stream") == 1
     assert d("grpc_server_msg_received_total", **stream_labels) == 2
     assert d("grpc_server_msg_sent_total", **stream_labels) == 2
+    check_retrieval_metrics(d, after)
 
+
+def check_retrieval_metrics(d: Callable[..., float], after: Samples) -> None:
     assert d("retrieval_ingest_documents_total", status="created") == 5
     assert d("retrieval_query_stage_seconds_count", stage="database", mode="vector") == 4
     assert d("retrieval_query_stage_seconds_count", stage="merge", mode="vector") == 4
     assert d("retrieval_query_stage_seconds_count", stage="embed", mode="vector") == 2
     assert d("retrieval_query_hits_count", mode="vector") == 4
-    assert d("retrieval_query_hits_sum", mode="vector") >= hits + len(fallback.hits)
+    assert d("retrieval_query_hits_sum", mode="vector") >= 2 + 2  # the vector queries' hits
     assert d("retrieval_query_fallbacks_total", mode="vector") == 1
     assert d("retrieval_query_cache_misses_total") == 1
     assert d("retrieval_query_cache_hits_total") == 1
@@ -244,3 +254,31 @@ def test_the_guard_catches_a_leak() -> None:
         "a bearer credential",
     ]
     assert guard.lines == 3
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.005)
+
+
+def test_embedding_stats_show_the_queue_and_the_busy_lane() -> None:
+    model = CountingModel(delay_s=0.2)
+    worker = make_worker(model, lanes=1, batch_size=4, query_cache_size=0)
+    bulk = threading.Thread(target=worker.embed, args=("m", ["b"] * 12))  # 3 slices of 4
+    query = threading.Thread(target=worker.embed_query, args=("m", "q"))
+    try:
+        bulk.start()
+        wait_for(lambda: len(model.batches) == 1)  # the lane runs the first slice
+        query.start()
+        wait_for(lambda: worker.stats().queued_query_texts == 1)
+        busy = worker.stats()
+        bulk.join()
+        query.join()
+        idle = worker.stats()
+    finally:
+        worker.stop()
+    assert (busy.lanes, busy.busy, busy.queued_ingest_texts) == (1, 1, 8)
+    assert (idle.busy, idle.queued_query_texts, idle.queued_ingest_texts) == (0, 0, 0)
+    assert idle.busy_seconds >= 4 * 0.2 * 0.9  # four runs of 0.2 s on the one lane
