@@ -201,7 +201,7 @@ class Retrieval:
         self,
         per_datastore: list[tuple[_Plan, list[search.Candidate]]],
         spec: QuerySpec,
-        clock: metrics.StageClock,
+        clock: metrics.StageClock | None = None,
     ) -> QueryResult:
         """Passing hits of every datastore by score; fallback hits only when none passed."""
         passing = [c.hit for _, found in per_datastore for c in found if c.passes]
@@ -243,7 +243,8 @@ class Retrieval:
             )
             for plan, _ in per_datastore
         ]
-        clock.lap("merge")
+        if clock is not None:
+            clock.lap("merge")
         return QueryResult(hits, reports)
 
 
