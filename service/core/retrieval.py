@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from uuid import UUID
 
-from service import metadata_filter
+from service import metadata_filter, metrics
 from service.core import access, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
@@ -63,7 +63,10 @@ class Retrieval:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
-            return self._query(principal, spec)
+            result = self._query(principal, spec)
+            mode = metrics.mode_label(r.mode for r in result.reports)
+            metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
+            return result
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
@@ -73,9 +76,11 @@ class Retrieval:
         where = _compiled_filter(spec)
         datastores = self._resolve(principal, spec)
         plans = [_plan(d, spec) for d in datastores]
+        clock = metrics.StageClock(metrics.mode_label(p.mode for p in plans))
         vectors = self._query_vectors(
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
+        clock.lap("embed" if spec.vector is None and vectors else None)
         one_vector_search = len(plans) == 1 and plans[0].mode is SearchMode.VECTOR
         if one_vector_search and where is None and not spec.exact:
             # The common agent query: the search statement alone, no pipeline.
@@ -88,7 +93,8 @@ class Retrieval:
                     k=self._depth(plan, spec),
                     threshold=plan.threshold,
                 )
-            return self._merge([(plan, self._finish(plan, spec, found))], spec)
+            clock.lap("database")
+            return self._merge([(plan, self._finish(plan, spec, found))], spec, clock)
         per_datastore: list[tuple[_Plan, list[search.Candidate]]] = []
         # Every datastore's search is queued before any is collected: one round trip
         # to the database for the whole query (a short filtered search adds one).
@@ -110,7 +116,8 @@ class Retrieval:
             pipeline.sync()
             for plan, collect in pending:
                 per_datastore.append((plan, self._finish(plan, spec, collect())))
-        return self._merge(per_datastore, spec)
+        clock.lap("database")
+        return self._merge(per_datastore, spec, clock)
 
     def _depth(self, plan: _Plan, spec: QuerySpec) -> int:
         """Candidates to fetch: distinct_documents over-fetches chunks so that
@@ -191,7 +198,10 @@ class Retrieval:
         return out
 
     def _merge(
-        self, per_datastore: list[tuple[_Plan, list[search.Candidate]]], spec: QuerySpec
+        self,
+        per_datastore: list[tuple[_Plan, list[search.Candidate]]],
+        spec: QuerySpec,
+        clock: metrics.StageClock | None = None,
     ) -> QueryResult:
         """Passing hits of every datastore by score; fallback hits only when none passed."""
         passing = [c.hit for _, found in per_datastore for c in found if c.passes]
@@ -233,6 +243,8 @@ class Retrieval:
             )
             for plan, _ in per_datastore
         ]
+        if clock is not None:
+            clock.lap("merge")
         return QueryResult(hits, reports)
 
 
