@@ -69,13 +69,15 @@ class Agents:
     def attach(
         self, principal: Principal, agent_id: UUID, datastore_id: UUID
     ) -> AgentDatastoreLink:
-        """Link an agent to a datastore; a user must own both (Agentopia checks only the agent)."""
-        self.get(principal, agent_id)
+        """Link an agent to a datastore. A user must own both (Agentopia checks only the
+        agent); and, for every caller, the datastore's owner must be the agent's owner."""
+        agent = self.get(principal, agent_id)
         with self._db.connection() as conn:
             datastore = datastore_rows.get(conn, datastore_id)
             if datastore is None:
                 raise NotFound(f"datastore {datastore_id} not found")
             access.check_datastore(principal, datastore)
+            access.check_link(agent, datastore)
             access.check_served(datastore)
             link = rows.attach(conn, agent_id, datastore_id)
         self._lookups.invalidate()
@@ -91,8 +93,9 @@ class Agents:
     def datastores(
         self, principal: Principal, agent_id: UUID
     ) -> list[tuple[AgentDatastoreLink, Datastore]]:
-        """The agent's links with their datastores, oldest link first."""
-        self.get(principal, agent_id)
+        """The agent's links with their datastores, oldest link first. Links the isolation
+        rule forbids (made behind the service's back) are left out, datastore and all."""
+        agent = self.get(principal, agent_id)
         with self._db.connection() as conn:
             links = rows.links(conn, agent_id)
             by_id = {
@@ -101,4 +104,9 @@ class Agents:
                     conn, [link.datastore_id for link in links], counts=True
                 )
             }
-        return [(link, by_id[link.datastore_id]) for link in links if link.datastore_id in by_id]
+        return [
+            (link, datastore)
+            for link in links
+            if (datastore := by_id.get(link.datastore_id)) is not None
+            and access.link_refusal(agent, datastore) is None
+        ]
