@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from service.api.errors import status_for
+from service.api.request_checks import check_request
 from service.core.identity import Identity
 from service.errors import Unauthenticated
 from service.models import Principal
@@ -44,6 +45,7 @@ def authenticated(
     def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
             principal = self.identity.authenticate(bearer_token(context))
+            check_request(request)
             return method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
