@@ -40,6 +40,7 @@ class World:
     """The fuzzing user's own resources, another user's, and a way to make fresh ones."""
 
     client: Client
+    key: str
     own: dict[str, str]
     foreign: dict[str, str]
     fresh: Callable[[str], str]
@@ -49,9 +50,12 @@ class World:
 def world(app: App, target: str) -> Iterator[World]:
     clients = []
 
+    keys = []
+
     def user() -> Client:
         user_id = app.identity.create_user(f"{uuid.uuid4().hex}@fuzz.test")
-        clients.append(connect(target, app.identity.create_key(user_id, Role.USER).key))
+        keys.append(app.identity.create_key(user_id, Role.USER).key)
+        clients.append(connect(target, keys[-1]))
         return clients[-1]
 
     def resources(c: Client) -> dict[str, str]:
@@ -82,7 +86,7 @@ def world(app: App, target: str) -> Iterator[World]:
             return me.agents.CreateAgent(pb.CreateAgentRequest(name="fresh")).id
         return me.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="fresh")).id
 
-    yield World(me, own, foreign, fresh)
+    yield World(me, keys[0], own, foreign, fresh)
     for c in clients:
         c.close()
 
@@ -446,6 +450,52 @@ def test_query(world: World, **f: Any) -> None:
     else:
         request.text = f["text"]
     expect_no_internal(lambda: world.client.retrieval.Query(request))
+
+
+METHODS = sorted(
+    (f"/{service.full_name}/{method.name}", method.server_streaming)
+    for service in pb.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+)
+
+
+@pytest.mark.parametrize(("method", "streaming"), METHODS)
+@settings(max_examples=25, deadline=None, database=None)
+@given(
+    raw=st.one_of(
+        st.binary(max_size=64),
+        st.sampled_from([b"\x0a\x02\xff\xfe", b"\xff\xff\xff", b"\x0a\x10ab", b"\x08"]),
+    )
+)
+def test_raw_bytes(target: str, world: World, method: str, streaming: bool, raw: bytes) -> None:
+    """Bytes that may not parse at all: INVALID_ARGUMENT, never grpc's INTERNAL."""
+    metadata = [("authorization", f"Bearer {world.key}")]
+    with grpc.insecure_channel(target) as channel:
+        if streaming:
+            stream = channel.stream_stream(method)
+            expect_no_internal(lambda: list(stream(iter([raw]), metadata=metadata, timeout=30)))
+        else:
+            unary = channel.unary_unary(method)
+            expect_no_internal(lambda: unary(raw, metadata=metadata, timeout=30))
+
+
+def test_undecodable_bytes_are_invalid_argument(target: str, world: World) -> None:
+    metadata = [("authorization", f"Bearer {world.key}")]
+    with grpc.insecure_channel(target) as channel:
+        get = channel.unary_unary("/agentopia.retrieval.v1.DatastoreService/GetDatastore")
+        stream = channel.stream_stream("/agentopia.retrieval.v1.IngestService/StreamIngest")
+        for call in (
+            lambda: get(b"\x0a\x02\xff\xfe", metadata=metadata),  # id: invalid UTF-8
+            lambda: list(stream(iter([b"\xff\xff\xff"]), metadata=metadata)),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert "not a valid message" in info.value.details()  # type: ignore[attr-defined]
+        # Without a credential the answer is still UNAUTHENTICATED: who first, then what.
+        with pytest.raises(grpc.RpcError) as info:
+            get(b"\xff\xff\xff")
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
 
 
 def test_the_server_is_serving_after_the_fuzzing(target: str, world: World) -> None:

@@ -8,6 +8,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from service.api.decoding import check_decoded, checked_stream
 from service.api.errors import status_for
 from service.api.request_checks import check_request
 from service.core.identity import Identity
@@ -45,7 +46,7 @@ def authenticated(
     def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
             principal = self.identity.authenticate(bearer_token(context))
-            check_request(request)
+            check_request(check_decoded(request))
             return method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
@@ -63,7 +64,7 @@ def authenticated_stream(
     def wrapper(self: S, requests: Iterator[Req], context: grpc.ServicerContext) -> Iterator[Resp]:
         try:
             principal = self.identity.authenticate(bearer_token(context))
-            yield from method(self, requests, principal)
+            yield from method(self, checked_stream(requests), principal)
         except Exception as e:
             if not context.is_active():
                 return  # the client is gone (cancelled, disconnected): no one to tell

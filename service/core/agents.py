@@ -7,7 +7,12 @@ from uuid import UUID
 
 from service.core import access
 from service.core.lookup_cache import LookupCache
-from service.core.validation import check_text
+from service.core.validation import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_NAME_CHARS,
+    check_text,
+)
 from service.errors import InvalidArgument, NotFound
 from service.models import Agent, AgentDatastoreLink, Datastore, Page, Principal
 from service.storage import agents as rows
@@ -31,7 +36,7 @@ class Agents:
         self._lookups = lookups
 
     def create(self, principal: Principal, fields: AgentFields) -> Agent:
-        name = check_text(fields.name, "name", max_chars=200).strip()
+        name = check_text(fields.name, "name", max_chars=MAX_NAME_CHARS).strip()
         if not name:
             raise InvalidArgument("name is required")
         with self._db.connection() as conn:
@@ -39,10 +44,18 @@ class Agents:
                 conn,
                 user_id=principal.user_id,
                 name=name,
-                description=check_text(fields.description, "description"),
-                system_instructions=check_text(fields.system_instructions, "system_instructions"),
+                description=check_text(
+                    fields.description, "description", max_chars=MAX_DESCRIPTION_CHARS
+                ),
+                system_instructions=check_text(
+                    fields.system_instructions,
+                    "system_instructions",
+                    max_chars=MAX_INSTRUCTIONS_CHARS,
+                ),
                 assistant_instructions=check_text(
-                    fields.assistant_instructions, "assistant_instructions"
+                    fields.assistant_instructions,
+                    "assistant_instructions",
+                    max_chars=MAX_INSTRUCTIONS_CHARS,
                 ),
                 active=fields.active,
             )
