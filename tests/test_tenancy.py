@@ -235,6 +235,11 @@ def test_a_link_written_by_sql_is_never_served(
         assert [link.datastore_id for link in links.links] == [mallory.datastore.id]
         assert [d.id for d in links.datastores] == [mallory.datastore.id]
         assert_none_of(alice.secrets, links)
+    # With the link in place, every id-taking RPC still refuses Mallory on Alice's resources.
+    for name, call in foreign_calls(alice, mallory).items():
+        code, details = status_of(call)
+        assert code in DENIED, f"{name}: {code} {details}"
+        assert_none_of(alice.secrets, details)
     # Alice's own agent still reads her datastore.
     assert [h.content for h in query_agent(alice.client, alice.agent.id).hits] == [alice.secrets[0]]
 
