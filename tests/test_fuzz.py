@@ -8,23 +8,24 @@ random ``Struct`` filters and metadata; random page tokens.
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import App
-from service.client import Client, connect, pb
-from service.models import Role
+from service.client import pb
+from tests.fuzz_world import (
+    World,
+    assert_serving,
+    expect_no_internal,
+    make_world,
+    resolve,
+    token_of,
+)
 
 EXAMPLES = settings(
     max_examples=50,
@@ -32,63 +33,12 @@ EXAMPLES = settings(
     database=None,  # nothing written into the repository
     suppress_health_check=[HealthCheck.too_slow],
 )
-BROKEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-
-
-@dataclass
-class World:
-    """The fuzzing user's own resources, another user's, and a way to make fresh ones."""
-
-    client: Client
-    key: str
-    own: dict[str, str]
-    foreign: dict[str, str]
-    fresh: Callable[[str], str]
 
 
 @pytest.fixture(scope="module")
 def world(app: App, target: str) -> Iterator[World]:
-    clients = []
-
-    keys = []
-
-    def user() -> Client:
-        user_id = app.identity.create_user(f"{uuid.uuid4().hex}@fuzz.test")
-        keys.append(app.identity.create_key(user_id, Role.USER).key)
-        clients.append(connect(target, keys[-1]))
-        return clients[-1]
-
-    def resources(c: Client) -> dict[str, str]:
-        text_ds = c.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="text"))
-        byo = c.datastores.CreateDatastore(
-            pb.CreateDatastoreRequest(
-                name="byo", config=pb.DatastoreConfig(embedding_model="none", dimensions=2)
-            )
-        )
-        c.ingest.IngestDocuments(
-            pb.IngestDocumentsRequest(
-                datastore_id=text_ds.id,
-                documents=[pb.DocumentInput(external_id="doc", text="a known document")],
-            )
-        )
-        agent = c.agents.CreateAgent(pb.CreateAgentRequest(name="fuzzy"))
-        for ds in (text_ds, byo):
-            c.agents.AttachDatastore(
-                pb.AttachDatastoreRequest(agent_id=agent.id, datastore_id=ds.id)
-            )
-        return {"datastore": text_ds.id, "byo": byo.id, "agent": agent.id}
-
-    me, other = user(), user()
-    own, foreign = resources(me), resources(other)
-
-    def fresh(kind: str) -> str:
-        if kind == "agent":
-            return me.agents.CreateAgent(pb.CreateAgentRequest(name="fresh")).id
-        return me.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="fresh")).id
-
-    yield World(me, keys[0], own, foreign, fresh)
-    for c in clients:
-        c.close()
+    with make_world(app, target) as w:
+        yield w
 
 
 # ------------------------------------------------------------------ strategies
@@ -138,10 +88,6 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
 structs = json_objects.map(struct)
 
 
-def token_of(value: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
-
-
 page_tokens = st.one_of(
     strings,
     st.sampled_from([["x", "y"], [True, 1], [{}, {}], ["2024-01-01", "nope"], [None], ["a"]]).map(
@@ -159,25 +105,6 @@ def ids(kind: str) -> st.SearchStrategy[str]:
         st.uuids().map(str),
         strings,
     )
-
-
-def resolve(w: World, value: str) -> str:
-    owner, _, kind = value.partition(":")
-    if owner == "own" and kind in w.own:
-        return w.own[kind]
-    if owner == "foreign" and kind in w.foreign:
-        return w.foreign[kind]
-    if owner == "fresh":
-        return w.fresh(kind)
-    return value
-
-
-def expect_no_internal(call: Callable[[], object]) -> None:
-    try:
-        call()
-    except grpc.RpcError as e:
-        code, details = e.code(), e.details()  # type: ignore[attr-defined]
-        assert code not in BROKEN, f"{code}: {details}"
 
 
 configs = st.builds(
@@ -452,129 +379,5 @@ def test_query(world: World, **f: Any) -> None:
     expect_no_internal(lambda: world.client.retrieval.Query(request))
 
 
-METHODS = sorted(
-    (f"/{service.full_name}/{method.name}", method.server_streaming)
-    for service in pb.DESCRIPTOR.services_by_name.values()
-    for method in service.methods
-)
-
-
-@pytest.mark.parametrize(("method", "streaming"), METHODS)
-@settings(max_examples=25, deadline=None, database=None)
-@given(
-    raw=st.one_of(
-        st.binary(max_size=64),
-        st.sampled_from([b"\x0a\x02\xff\xfe", b"\xff\xff\xff", b"\x0a\x10ab", b"\x08"]),
-    )
-)
-def test_raw_bytes(target: str, world: World, method: str, streaming: bool, raw: bytes) -> None:
-    """Bytes that may not parse at all: INVALID_ARGUMENT, never grpc's INTERNAL."""
-    metadata = [("authorization", f"Bearer {world.key}")]
-    with grpc.insecure_channel(target) as channel:
-        if streaming:
-            stream = channel.stream_stream(method)
-            expect_no_internal(lambda: list(stream(iter([raw]), metadata=metadata, timeout=30)))
-        else:
-            unary = channel.unary_unary(method)
-            expect_no_internal(lambda: unary(raw, metadata=metadata, timeout=30))
-
-
-def test_undecodable_bytes_are_invalid_argument(target: str, world: World) -> None:
-    metadata = [("authorization", f"Bearer {world.key}")]
-    with grpc.insecure_channel(target) as channel:
-        get = channel.unary_unary("/agentopia.retrieval.v1.DatastoreService/GetDatastore")
-        stream = channel.stream_stream("/agentopia.retrieval.v1.IngestService/StreamIngest")
-        for call in (
-            lambda: get(b"\x0a\x02\xff\xfe", metadata=metadata),  # id: invalid UTF-8
-            lambda: list(stream(iter([b"\xff\xff\xff"]), metadata=metadata)),
-        ):
-            with pytest.raises(grpc.RpcError) as info:
-                call()
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-            assert "not a valid message" in info.value.details()  # type: ignore[attr-defined]
-        # Without a credential the answer is still UNAUTHENTICATED: who first, then what.
-        with pytest.raises(grpc.RpcError) as info:
-            get(b"\xff\xff\xff")
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
-
-
 def test_the_server_is_serving_after_the_fuzzing(target: str, world: World) -> None:
-    with grpc.insecure_channel(target) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    got = world.client.ingest.GetDocument(
-        pb.GetDocumentRequest(datastore_id=world.own["datastore"], external_id="doc")
-    )
-    assert got.document.external_id == "doc"
-
-
-def _bad_inputs() -> dict[str, tuple[Callable[[Client, World], object], str]]:
-    """The malformed inputs the issue names, and their kin: (call, the field named)."""
-    cases: dict[str, tuple[Callable[[Client, World], object], str]] = {}
-    for label, key in (("strings", ["x", "y"]), ("bool-int", [True, 1]), ("objects", [{}, {}])):
-        token = token_of(key)
-        cases[f"ListDatastores token {label}"] = (
-            lambda c, w, t=token: c.datastores.ListDatastores(
-                pb.ListDatastoresRequest(page_token=t)
-            ),
-            "page_token",
-        )
-        cases[f"ListAgents token {label}"] = (
-            lambda c, w, t=token: c.agents.ListAgents(pb.ListAgentsRequest(page_token=t)),
-            "page_token",
-        )
-    cases["ListDocuments token"] = (
-        lambda c, w: c.ingest.ListDocuments(
-            pb.ListDocumentsRequest(datastore_id=w.own["datastore"], page_token=token_of([{}]))
-        ),
-        "page_token",
-    )
-    cases["GetDocument NUL"] = (
-        lambda c, w: c.ingest.GetDocument(
-            pb.GetDocumentRequest(datastore_id=w.own["datastore"], external_id="d\x00c")
-        ),
-        "external_id",
-    )
-    cases["DeleteDocuments NUL"] = (
-        lambda c, w: c.ingest.DeleteDocuments(
-            pb.DeleteDocumentsRequest(datastore_id=w.own["byo"], external_ids=["ok", "d\x00c"])
-        ),
-        "external_ids[1]",
-    )
-    cases["embedding_model 300 chars"] = (
-        lambda c, w: c.datastores.CreateDatastore(
-            pb.CreateDatastoreRequest(
-                name="x", config=pb.DatastoreConfig(embedding_model="m" * 300)
-            )
-        ),
-        "embedding_model",
-    )
-    cases["agent name 201 chars"] = (
-        lambda c, w: c.agents.CreateAgent(pb.CreateAgentRequest(name="a" * 201)),
-        "name",
-    )
-    cases["agent description NUL"] = (
-        lambda c, w: c.agents.CreateAgent(pb.CreateAgentRequest(name="a", description="\x00")),
-        "description",
-    )
-    cases["datastore name NUL"] = (
-        lambda c, w: c.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="n\x00")),
-        "name",
-    )
-    cases["negative page_size"] = (
-        lambda c, w: c.datastores.ListDatastores(pb.ListDatastoresRequest(page_size=-1)),
-        "page_size",
-    )
-    return cases
-
-
-BAD_INPUTS = _bad_inputs()
-
-
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_named_bad_input_is_invalid_argument(world: World, case: str) -> None:
-    call, field = BAD_INPUTS[case]
-    with pytest.raises(grpc.RpcError) as info:
-        call(world.client, world)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert field in info.value.details()  # type: ignore[attr-defined]
+    assert_serving(target, world)
