@@ -70,6 +70,7 @@ class App:
             cache_dir=settings.model_dir,
             batch_size=settings.embed_batch_size,
             threads=settings.embedding_threads,
+            models=settings.models,
         )
         if load_models:
             for name in settings.preload_models:

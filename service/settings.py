@@ -9,6 +9,8 @@ from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_MODEL_NAMES = (BUNDLED_MODEL, "all-MiniLM-L6-v2")
+NO_MODEL_NAME = "none"  # bring-your-own vectors (service.models.NO_MODEL)
 
 
 class Settings(BaseSettings):
@@ -45,7 +47,14 @@ class Settings(BaseSettings):
     )
     default_max_results: int = Field(default=5, ge=1, description="max_results for new datastores.")
     default_embedding_model: str = Field(
-        default=BUNDLED_MODEL, description="embedding_model for new datastores."
+        default=BUNDLED_MODEL,
+        description="embedding_model for new datastores: the bundled model or a name in models.",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Embedding models offered besides the bundled one, name -> local model "
+        'folder, as JSON (e.g. {"e5-small": "/models/e5-small"}). Datastores choose a model '
+        "by one of these names (or the bundled one, or 'none'); no request names a path.",
     )
     default_chunk_size: int = Field(default=200, ge=16, description="Chunk size in model tokens.")
     default_chunk_overlap: int = Field(default=40, ge=0, description="Chunk overlap in tokens.")
@@ -117,7 +126,8 @@ class Settings(BaseSettings):
     )
     preload_models: list[str] = Field(
         default_factory=lambda: [BUNDLED_MODEL],
-        description="Models loaded at start-up (health is SERVING only once they are).",
+        description="Models loaded at start-up, by name: the bundled one or names in models "
+        "(health is SERVING only once they are).",
     )
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -144,6 +154,28 @@ class Settings(BaseSettings):
         if self.hnsw_ef_construction < 2 * self.hnsw_m:
             raise ValueError("hnsw_ef_construction must be at least 2 * hnsw_m (pgvector's rule)")
         return self
+
+    @model_validator(mode="after")
+    def _check_model_names(self) -> Settings:
+        for name, path in self.models.items():
+            if name in (*BUNDLED_MODEL_NAMES, NO_MODEL_NAME) or not name or len(name) > 200:
+                raise ValueError(f"models: {name[:200]!r} cannot name a configured model")
+            if not path or "\x00" in path or "\x00" in name:
+                raise ValueError(f"models: {name!r} needs a local folder path")
+        offered = self.model_names
+        if self.default_embedding_model not in offered:
+            raise ValueError(
+                f"default_embedding_model must be one of {offered} (a name, not a path)"
+            )
+        unknown = [n for n in self.preload_models if n not in offered]
+        if unknown:
+            raise ValueError(f"preload_models {unknown} are not among {offered}")
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every embedding model name a datastore may choose, besides 'none'."""
+        return [*BUNDLED_MODEL_NAMES, *sorted(self.models)]
 
     @property
     def api_key_file(self) -> Path:

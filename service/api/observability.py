@@ -163,6 +163,8 @@ class Call:
 
     def received(self, request: Any) -> None:
         self.rpc.received.inc()
+        if not hasattr(request, "DESCRIPTOR"):  # bytes that did not parse (api/decoding.py)
+            return
         if self._counts.get("received", 0) == 0:
             self._ids.add_from(request, self.rpc.service)
         self._counts["received"] = self._counts.get("received", 0) + 1

@@ -8,8 +8,10 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from service.api.decoding import check_decoded, checked_stream
 from service.api.errors import status_for
 from service.api.observability import Call
+from service.api.request_checks import check_request
 from service.core.identity import Identity
 from service.errors import Unauthenticated
 from service.models import Principal
@@ -47,6 +49,7 @@ def authenticated(
         call.received(request)
         try:
             principal = call.principal = self.identity.authenticate(bearer_token(context))
+            check_request(check_decoded(request))
             response = method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
@@ -69,7 +72,8 @@ def authenticated_stream(
         call = Call(self, method.__name__, context)
         try:
             principal = call.principal = self.identity.authenticate(bearer_token(context))
-            yield from call.responses(method(self, call.requests(requests), principal))
+            stream = call.requests(checked_stream(requests))
+            yield from call.responses(method(self, stream, principal))
         except Exception as e:
             if not context.is_active():
                 return  # the client is gone (cancelled, disconnected): no one to tell

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from service.api.decoding import DecodeInterceptor
 from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
@@ -84,6 +85,7 @@ def create_server(app: App, address: str) -> RetrievalServer:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="rpc"),
         options=options,
+        interceptors=[DecodeInterceptor()],
     )
     pb_grpc.add_DatastoreServiceServicer_to_server(
         DatastoreServicer(app.identity, app.datastores), server

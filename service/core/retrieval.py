@@ -15,7 +15,6 @@ from service.embedding.worker import EmbeddingWorker
 from service.errors import InvalidArgument, NotFound
 from service.models import (
     NO_MODEL,
-    SERVED_DATASTORE_TYPE,
     Datastore,
     DatastoreReport,
     Hit,
@@ -64,7 +63,7 @@ class Retrieval:
             self._in_flight += 1
         try:
             result = self._query(principal, spec)
-            mode = metrics.mode_label(r.mode for r in result.reports)
+            mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
         finally:
@@ -74,7 +73,13 @@ class Retrieval:
     def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
         where = _compiled_filter(spec)
-        datastores = self._resolve(principal, spec)
+        datastores, skipped = self._resolve(principal, spec)
+        result = self._search(spec, where, datastores)
+        return QueryResult(result.hits, result.reports + skipped)
+
+    def _search(
+        self, spec: QuerySpec, where: Compiled | None, datastores: list[Datastore]
+    ) -> QueryResult:
         plans = [_plan(d, spec) for d in datastores]
         clock = metrics.StageClock(metrics.mode_label(p.mode for p in plans))
         vectors = self._query_vectors(
@@ -148,19 +153,12 @@ class Retrieval:
                 raise InvalidArgument("query text is empty: send text or a vector")
             check_text(spec.text, "text", max_chars=MAX_QUERY_CHARS)
 
-    def _resolve(self, principal: Principal, spec: QuerySpec) -> list[Datastore]:
+    def _resolve(
+        self, principal: Principal, spec: QuerySpec
+    ) -> tuple[list[Datastore], list[DatastoreReport]]:
+        """The datastores to search, and reports for an agent's links that are not served."""
         if spec.agent_id is not None:
-            found = self._lookups.agent(spec.agent_id)
-            if found is None:
-                raise NotFound(f"agent {spec.agent_id} not found")
-            agent, linked = found
-            access.check_agent(principal, agent)
-            # Agentopia's pinecone/getzep links are not ours to serve: skip them.
-            return [
-                d
-                for d in (self._lookups.datastore(i) for i in linked)
-                if d is not None and d.type == SERVED_DATASTORE_TYPE
-            ]
+            return self._agent_datastores(principal, spec.agent_id)
         if not spec.datastore_ids:
             raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
@@ -171,7 +169,30 @@ class Retrieval:
             access.check_datastore(principal, datastore)
             access.check_served(datastore)
             datastores.append(datastore)
-        return datastores
+        return datastores, []
+
+    def _agent_datastores(
+        self, principal: Principal, agent_id: UUID
+    ) -> tuple[list[Datastore], list[DatastoreReport]]:
+        """The agent's links this service serves; the others (Agentopia's pinecone/getzep
+        links, and links the isolation rule forbids) are skipped with a reason."""
+        found = self._lookups.agent(agent_id)
+        if found is None:
+            raise NotFound(f"agent {agent_id} not found")
+        agent, linked = found
+        access.check_agent(principal, agent)
+        served: list[Datastore] = []
+        skipped: list[DatastoreReport] = []
+        for datastore_id in linked:
+            datastore = self._lookups.datastore(datastore_id)
+            if datastore is None:
+                continue  # deleted since the links were read
+            reason = access.link_refusal(agent, datastore) or access.served_refusal(datastore)
+            if reason is None:
+                served.append(datastore)
+            else:
+                skipped.append(DatastoreReport.skipped(datastore_id, reason))
+        return served, skipped
 
     def _query_vectors(self, spec: QuerySpec, datastores: list[Datastore]) -> dict[UUID, Vector]:
         """The query vector for each datastore: embedded once per distinct model."""
