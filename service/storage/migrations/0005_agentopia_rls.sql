@@ -7,8 +7,9 @@
 -- service's 0001 (standalone, or a Supabase project without Agentopia). It is then
 -- open to Supabase's Data API whoever made it, and gets the same owner-only rules.
 -- A table with RLS on or any policy is Agentopia's (or the operator's): left untouched.
--- The service itself connects as the tables' owner (or BYPASSRLS), which RLS does not
--- restrict.
+-- The policies name no role (a database without Supabase's roles has no
+-- `authenticated`): auth.uid() is NULL for anon, so anon matches no row. The service
+-- itself connects as the tables' owner (or BYPASSRLS), which RLS does not restrict.
 
 -- Supabase's auth.uid(): the `sub` claim of the caller's JWT, set by its Data API.
 -- Standalone, the service made auth.users itself: no Data API role may read it, and
@@ -49,14 +50,12 @@ BEGIN
     IF pg_temp.retrieval_is_unguarded('public.agents') THEN
         ALTER TABLE public.agents ENABLE ROW LEVEL SECURITY;
         CREATE POLICY "Users manage their own agents" ON public.agents
-            FOR ALL TO authenticated
             USING (user_id = auth.uid())
             WITH CHECK (user_id = auth.uid());
     END IF;
     IF pg_temp.retrieval_is_unguarded('public.datastores') THEN
         ALTER TABLE public.datastores ENABLE ROW LEVEL SECURITY;
         CREATE POLICY "Users manage their own datastores" ON public.datastores
-            FOR ALL TO authenticated
             USING (user_id = auth.uid())
             WITH CHECK (user_id = auth.uid());
     END IF;
@@ -66,7 +65,6 @@ BEGIN
         ALTER TABLE public.agent_datastores ENABLE ROW LEVEL SECURITY;
         CREATE POLICY "Users link their own agents to their own datastores"
             ON public.agent_datastores
-            FOR ALL TO authenticated
             USING (
                 EXISTS (SELECT 1 FROM public.agents a
                         WHERE a.id = agent_id AND a.user_id = auth.uid())
