@@ -22,7 +22,7 @@ from ingest.cli import main as ingest_main
 from service.api.server import RetrievalServer, create_server
 from service.api.tls import check_bind, is_loopback, ssl_context
 from service.app import App
-from service.client import Client, connect, pb
+from service.client import Client, channel_credentials, connect, pb, wait_until_serving
 from service.errors import FailedPrecondition
 from service.models import Role
 from service.settings import Settings
@@ -81,6 +81,7 @@ def test_tls_call_works_and_plaintext_or_untrusted_callers_are_refused(
     serve: Serve, certs: Certs, key: str
 ) -> None:
     target = serve(**_tls_settings(certs))
+    wait_until_serving(target, timeout=10, credentials=channel_credentials(ca_file=certs.ca))
     assert _list(connect(target, key, ca_file=certs.ca)) == []
     # a plaintext client: the handshake fails, no RPC reaches the service
     code, _ = status_of(lambda: _list(connect(target, key)))
