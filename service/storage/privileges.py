@@ -160,7 +160,13 @@ def lock_down(conn: psycopg.Connection) -> int:
         relations = cur.execute(_RELATIONS, {"grantees": oids}).fetchall()
     for rel in relations:
         if rel.needs_rls or rel.needs_revoke:
-            _apply(conn, rel, grantees)
+            try:
+                _apply(conn, rel, grantees)
+            except psycopg.errors.InsufficientPrivilege as e:
+                raise FailedPrecondition(
+                    f"cannot lock {rel.name} down against the Data API roles: the service "
+                    "must connect as the owner of its tables (docs/security.md)"
+                ) from e
             changed += 1
     functions = conn.execute(_FUNCTIONS, {"grantees": oids}).fetchall()
     for (name,) in functions:
