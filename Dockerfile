@@ -48,9 +48,17 @@ RUN groupadd --system --gid 10001 retrieval \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# Plaintext on 0.0.0.0 is refused unless allowed: bearer keys and tokens would cross the
+# network in the clear. The container allows it so that `docker run -p 127.0.0.1:...`
+# works as shown above; anywhere else, turn TLS on instead (mount a certificate and key,
+# set RETRIEVAL_TLS_CERT_FILE / RETRIEVAL_TLS_KEY_FILE, optionally
+# RETRIEVAL_TLS_CLIENT_CA_FILE for mutual TLS, and RETRIEVAL_ALLOW_PLAINTEXT=false), or put
+# a TLS-terminating proxy in front (docs/security.md). With TLS on, the HEALTHCHECK below
+# (a plaintext call) must be replaced by one that speaks TLS.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RETRIEVAL_HOST=0.0.0.0 \
+    RETRIEVAL_ALLOW_PLAINTEXT=true \
     RETRIEVAL_DATA_DIR=/data \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1

@@ -31,11 +31,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from service.api.server import create_server
+    from service.api.tls import check_bind
     from service.app import App
     from service.bootstrap import ensure_local_key
     from service.metrics import MetricsServer
 
     settings = _settings(args)
+    check_bind(settings, f"{settings.host}:{settings.port}")  # before the slow start-up
     app = App.open(settings)
     try:
         if settings.create_local_key:

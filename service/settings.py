@@ -29,6 +29,24 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 = any free).")
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain the server presents; with tls_key_file, the gRPC "
+        "port speaks TLS only (docs/security.md).",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of tls_cert_file (keep it mode 0600)."
+    )
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, every client must present a certificate "
+        "signed by it (mutual TLS), in addition to its bearer credential.",
+    )
+    allow_plaintext: bool = Field(
+        default=False,
+        description="Allow plaintext gRPC on a non-loopback address (behind a TLS-terminating "
+        "proxy or on a private network); without it such a bind is refused at start-up.",
+    )
     grpc_workers: int = Field(default=16, ge=1, description="gRPC handler threads.")
     pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool size.")
     pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool size.")
@@ -176,6 +194,14 @@ class Settings(BaseSettings):
     def model_names(self) -> list[str]:
         """Every embedding model name a datastore may choose, besides 'none'."""
         return [*BUNDLED_MODEL_NAMES, *sorted(self.models)]
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
     @property
     def api_key_file(self) -> Path:

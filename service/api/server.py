@@ -17,6 +17,7 @@ from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
 from service.api.servicers.retrieval import RetrievalServicer
+from service.api.tls import add_port
 from service.app import App
 
 _log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def create_server(app: App, address: str) -> RetrievalServer:
     reflection.enable_server_reflection(
         [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(address)
+    port = add_port(server, address, settings)  # TLS when configured (api/tls.py)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     monitor = HealthMonitor(app, health_servicer)
