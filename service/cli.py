@@ -22,12 +22,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     given = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "http_port": getattr(args, "http_port", None),
         "data_dir": args.data_dir,
     }
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.api.http.serve import start_http
     from service.api.server import create_server
     from service.app import App
     from service.bootstrap import ensure_local_key
@@ -45,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
                 )
         server = create_server(app, f"{settings.host}:{settings.port}")
         print(f"Agentopia Retrieval serving on {settings.host}:{server.port}", flush=True)
+        http = start_http(app, server)
         stopping = threading.Event()
 
         def _stop(signum: int, frame: FrameType | None) -> None:
@@ -54,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, _stop)
         stopping.wait()
         print("shutting down", flush=True)
+        if http is not None:
+            http.stop(grace=5.0)
         server.stop(grace=5.0)
     finally:
         app.close()
@@ -112,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.add_argument("--http-port", type=int, help="HTTP/Connect port (default 8080, 0 = any)")
     serve.set_defaults(fn=_serve)
     sub.add_parser("migrate", parents=[common], help="apply database migrations").set_defaults(
         fn=_migrate

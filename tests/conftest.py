@@ -24,6 +24,8 @@ from service.storage.embedded import EmbeddedPostgres
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
+pytest_plugins = ["tests.http_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 # Exported ONNX models outlive a test session (the export takes a while); .venv is ours.
