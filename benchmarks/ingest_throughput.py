@@ -155,8 +155,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        args = [sys.executable, "-m", "service", "serve", "--data-dir", str(self.data_dir)]
         args += ["--port", str(self.port), "--http-port", "0"]
-        args += ["--port", str(self.port)]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600

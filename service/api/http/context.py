@@ -47,8 +47,8 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 def connect_code(code: grpc.StatusCode) -> Code:
-    """The Connect code for a gRPC status code (the same names, lower-case)."""
-    return Code[code.name]
+    """The Connect code for a gRPC status code: the same names (Connect spells CANCELED)."""
+    return Code.CANCELED if code is grpc.StatusCode.CANCELLED else Code[code.name]
 
 
 class HttpServicerContext(grpc.ServicerContext):
