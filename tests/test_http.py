@@ -16,9 +16,11 @@ from connectrpc.code import Code
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
 
+from service.api.http import create_http_server
 from service.api.http.client import HttpClient
 from service.api.http.context import connect_code
 from service.api.http.endpoints import method_info
+from service.app import App
 from service.client import pb
 
 PKG = "agentopia.retrieval.v1"
@@ -196,3 +198,12 @@ def test_connect_codes_are_grpc_codes_by_name() -> None:
         if status is not grpc.StatusCode.OK:
             expected = "canceled" if status.name == "CANCELLED" else status.name.lower()
             assert connect_code(status).value == expected
+
+
+def test_a_busy_http_port_is_an_error_not_a_silent_fallback(app: App) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot bind the HTTP port to 127.0.0.1:{port}"):
+            create_http_server(app, "127.0.0.1", port, ready=lambda: True)
