@@ -22,6 +22,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     given = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "http_port": getattr(args, "http_port", None),
         "data_dir": args.data_dir,
     }
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
@@ -30,6 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.api.http.serve import start_http
     from service.api.server import create_server
     from service.api.tls import check_bind
     from service.app import App
@@ -50,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
                 )
         server = create_server(app, f"{settings.host}:{settings.port}")
         print(f"Agentopia Retrieval serving on {settings.host}:{server.port}", flush=True)
+        http = start_http(app, server)
         metrics = None
         if settings.metrics_port:
             metrics = MetricsServer(settings.host, settings.metrics_port)
@@ -65,6 +68,8 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, _stop)
         stopping.wait()
         print("shutting down", flush=True)
+        if http is not None:
+            http.stop(grace=5.0)
         server.stop(grace=5.0)
         if metrics is not None:
             metrics.stop()
@@ -125,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.add_argument("--http-port", type=int, help="HTTP/Connect port (default 8080, 0 = any)")
     serve.set_defaults(fn=_serve)
     sub.add_parser("migrate", parents=[common], help="apply database migrations").set_defaults(
         fn=_migrate

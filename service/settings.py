@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         "proxy or on a private network); without it such a bind is refused at start-up.",
     )
     grpc_workers: int = Field(default=16, ge=1, description="gRPC handler threads.")
+    http_enabled: bool = Field(
+        default=True,
+        description="Serve the same services over HTTP (Connect JSON/binary, gRPC-Web) plus "
+        "/healthz, /readyz and /metrics on http_port, bound to host like gRPC; false = off.",
+    )
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="HTTP (Connect, gRPC-Web) port (0 = any free)."
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An HTTP request's body must arrive within this many seconds "
+        "(else DEADLINE_EXCEEDED); its size is bounded by max_message_bytes.",
+    )
     pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool size.")
     pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool size.")
     pool_timeout_s: float = Field(
