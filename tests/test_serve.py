@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Served:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        self.http_port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
         env.pop("DATABASE_URL", None)
@@ -44,6 +46,8 @@ class Served:
                 str(data_dir),
                 "--port",
                 str(self.port),
+                "--http-port",
+                str(self.http_port),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -88,6 +92,10 @@ def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served)
         assert [h.external_id for h in hits] == ["1"]
     finally:
         client.close()
+
+    # the serve command starts the HTTP port (Connect, gRPC-Web, probes) beside gRPC
+    with urllib.request.urlopen(f"http://127.0.0.1:{served.http_port}/readyz", timeout=5) as r:
+        assert r.status == 200
 
     listed = subprocess.run(
         [str(GRPCURL), "-plaintext", served.target, "list"],
