@@ -1,7 +1,7 @@
 """A call's deadline and cancellation reach its SQL: the statement is cancelled on the
 server, the call ends DEADLINE_EXCEEDED or CANCELLED, and nothing of it keeps running.
 
-The search (exact, over 30k chunks of 1,024 dimensions, with a filter of 120
+The search (exact, over 30k chunks of 1,024 dimensions, with a filter of 200
 conditions every chunk passes) runs for seconds when nothing stops it."""
 
 from __future__ import annotations
@@ -99,11 +99,11 @@ def big(app: App, target: str) -> Iterator[Big]:
     client.close()
 
 
-# Every chunk passes it, after 120 comparisons (a big `$in` list would be hashed: cheap).
+# Every chunk passes it, after 200 comparisons (a big `$in` list would be hashed: cheap).
 # With it, the exact search takes seconds; without it, 50k chunks of this width took
 # 0.2 s once in memory, too close to the deadline to tell a cancelled statement from a
 # finished one.
-FILTER = {"$and": [{"k": {"$ne": f"v{i}"}} for i in range(120)]}
+FILTER = {"$and": [{"k": {"$ne": f"v{i}"}} for i in range(200)]}
 
 
 def exact_query(ds_id: str) -> pb.QueryRequest:
@@ -119,7 +119,8 @@ def exact_query(ds_id: str) -> pb.QueryRequest:
 
 
 def running(app: App, ds_id: str) -> int:
-    """Statements on the datastore's partition running now, other than this one."""
+    """Backends running a statement on the datastore's partition now (its parallel
+    workers included), other than this one."""
     with app.db.connection() as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
@@ -159,7 +160,7 @@ def test_the_server_reports_the_deadline_as_deadline_exceeded(app: App, big: Big
 
 def test_a_cancelled_call_cancels_its_statement(app: App, big: Big) -> None:
     future = big.client.retrieval.Query.future(exact_query(big.ds_id))
-    assert gone_within(2.0, lambda: running(app, big.ds_id) == 1)  # the search is under way
+    assert gone_within(2.0, lambda: running(app, big.ds_id) >= 1)  # the search is under way
     future.cancel()
     assert gone_within(0.3, lambda: running(app, big.ds_id) == 0)
     with pytest.raises(grpc.FutureCancelledError):
