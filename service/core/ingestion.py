@@ -267,18 +267,23 @@ class Ingestion:
         """Write embedded documents in one transaction: all of them or none."""
         with self._db.connection() as conn:
             _check_unchanged(datastore, datastore_rows.lock_for_write(conn, datastore.id))
-            written = []
-            results = {}
+            ids: dict[str, tuple[UUID, bool]] = {}
             # Row locks in one order (by external_id) for every batch: two batches
             # that share documents wait for each other instead of deadlocking.
             for p in sorted(docs, key=lambda p: p.doc.external_id):
-                chunks = p.chunks()
-                doc_id, created = rows.upsert(conn, datastore.id, p.doc, p.sha256, len(chunks))
-                written.append((doc_id, chunks))
+                ids[p.doc.external_id] = rows.upsert(
+                    conn, datastore.id, p.doc, p.sha256, len(p.pieces)
+                )
+            results = {}
+            for p in docs:
+                doc_id, created = ids[p.doc.external_id]
                 status = IngestStatus.CREATED if created else IngestStatus.UPDATED
                 results[p.doc.external_id] = DocumentResult(
-                    p.doc.external_id, status, doc_id, len(chunks)
+                    p.doc.external_id, status, doc_id, len(p.pieces)
                 )
+            # Chunks in request order: their ids (the tie-break between equal scores)
+            # follow the order the caller sent.
+            written = [(ids[p.doc.external_id][0], p.chunks()) for p in docs]
             rows.replace_chunks(conn, datastore.id, written)
         return [results[p.doc.external_id] for p in docs]
 
