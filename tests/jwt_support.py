@@ -40,7 +40,9 @@ class SigningKey:
 
     @classmethod
     def es256(cls, kid: str | None = None) -> SigningKey:
-        return cls(kid or f"ec-{uuid.uuid4().hex[:8]}", "ES256", ec.generate_private_key(ec.SECP256R1()))
+        return cls(
+            kid or f"ec-{uuid.uuid4().hex[:8]}", "ES256", ec.generate_private_key(ec.SECP256R1())
+        )
 
     @classmethod
     def rs256(cls, kid: str | None = None) -> SigningKey:
@@ -68,24 +70,35 @@ def claims(
     expires_in: float = 300.0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Supabase-shaped access-token claims; ``None`` leaves a claim out."""
+    """Supabase-shaped access-token claims; ``None`` leaves a claim out (``exp=None`` too)."""
     now = int(time.time())
-    body: dict[str, Any] = {"iat": now, "exp": now + int(expires_in), **extra}
-    for name, value in (("sub", sub), ("role", role), ("aud", aud), ("iss", iss)):
-        if value is not None:
-            body[name] = str(value) if isinstance(value, uuid.UUID) else value
-    return body
+    given = {"sub": sub, "role": role, "aud": aud, "iss": iss}
+    body: dict[str, Any] = {"iat": now, "exp": now + int(expires_in), **given, **extra}
+    return {
+        name: str(value) if isinstance(value, uuid.UUID) else value
+        for name, value in body.items()
+        if value is not None
+    }
 
 
 def make_token(key: SigningKey, sub: str | uuid.UUID | None, **kwargs: Any) -> str:
     """An access token for ``sub`` signed by ``key`` (see ``claims`` for the options)."""
     kid = kwargs.pop("kid", key.kid)
-    return jwt.encode(claims(sub, **kwargs), key.private, algorithm=key.algorithm, headers={"kid": kid})
+    return jwt.encode(
+        claims(sub, **kwargs), key.private, algorithm=key.algorithm, headers={"kid": kid}
+    )
 
 
 def hs256_token(sub: str | uuid.UUID | None, secret: str = HS256_SECRET, **kwargs: Any) -> str:
     """A legacy HS256 access token (Supabase's shared JWT secret)."""
     return jwt.encode(claims(sub, **kwargs), secret, algorithm="HS256")
+
+
+def with_claims(token: str, **changes: Any) -> str:
+    """``token`` with its claims changed and its original signature kept (a forgery)."""
+    header, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return ".".join([header, _b64(json.dumps({**claims, **changes}).encode()), signature])
 
 
 def _b64(data: bytes) -> str:
