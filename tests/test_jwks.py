@@ -3,11 +3,13 @@ rereads on rotation, its rate limit, expiry of removed keys, timeouts and byte b
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import uuid
 from collections.abc import Iterator
 
+import jwt
 import pytest
 
 from service.core.jwks import JwksKeys, fetch_document, parse_jwks
@@ -172,3 +174,55 @@ def test_algorithm_confusion_is_refused_without_a_secret_too(jwks: JwksServer) -
         verifier.verify(forged)
     with pytest.raises(Unauthenticated, match="algorithm not accepted"):
         verifier.verify(unsigned_token(user))
+
+
+def _raw(header: object, body: object, signature: bytes = b"sig") -> str:
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(body)}.{part(signature.decode())}"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        _raw({"alg": ["ES256"], "kid": "k"}, {}),
+        _raw({"alg": {"x": 1}}, {}),
+        _raw({"alg": "ES256", "kid": ["k"]}, {}),
+        _raw({"alg": "ES256", "kid": 7}, {}),
+        _raw({"alg": "HS256"}, [1, 2]),
+        _raw({"alg": "HS256"}, "text"),
+        _raw(["not", "an", "object"], {}),
+        _raw({"alg": "ES256", "kid": "k"}, {}) + ".extra",
+        "a.b",
+        "....",
+        "x" * 20_000,
+        "eyJ\x00.eyJ.x",
+    ],
+)
+def test_odd_tokens_are_unauthenticated_never_an_internal_error(
+    jwks: JwksServer, token: str
+) -> None:
+    verifier = TokenVerifier(
+        jwks=cache(jwks.url, Clock()), secret="s" * 40, issuer=None, leeway_s=0
+    )
+    with pytest.raises(Unauthenticated):
+        verifier.verify(token)
+
+
+def test_odd_claims_are_unauthenticated(jwks: JwksServer) -> None:
+    secret = "s" * 40
+    verifier = TokenVerifier(jwks=None, secret=secret, issuer=None, leeway_s=0)
+    good = {"aud": "authenticated", "exp": 2**31, "role": "authenticated"}
+    for body in (
+        {**good, "sub": 12},
+        {**good, "sub": ["x"]},
+        {**good, "sub": str(uuid.uuid4()), "role": ["authenticated"]},
+        {**good, "sub": str(uuid.uuid4()), "role": {"a": 1}},
+        {**good, "sub": str(uuid.uuid4()), "exp": "soon"},
+        {**good, "sub": str(uuid.uuid4()), "aud": 5},
+        {**good, "sub": str(uuid.uuid4()), "iat": "now"},
+        {**good, "sub": str(uuid.uuid4()), "nbf": 2**31},
+    ):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(jwt.encode(body, secret, algorithm="HS256"))

@@ -89,6 +89,8 @@ class TokenVerifier:
 
     def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise Unauthenticated("access token header names no algorithm")
         if algorithm == SYMMETRIC_ALGORITHM:
             if self._secret is None:
                 raise Unauthenticated("HS256 access tokens are not accepted here (no JWT secret)")
