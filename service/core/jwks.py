@@ -108,25 +108,30 @@ class JwksKeys:
         self._timeout_s = timeout_s
         self._max_bytes = max_bytes
         self._clock = clock
-        # One lock for reads and fetches: a fetch is bounded by its timeout, and a
-        # caller that needs one must wait for it anyway.
-        self._lock = threading.Lock()
-        self._keys: dict[str, SigningKey] | None = None
-        self._fetched_at = 0.0  # last successful read
+        # Held only while a read of the URL is decided and made (bounded by its timeout).
+        # A token whose key is cached and fresh never waits for it: the cached document
+        # is one tuple, replaced whole.
+        self._fetch_lock = threading.Lock()
+        self._cached: tuple[dict[str, SigningKey] | None, float] = (None, 0.0)  # keys, read at
         self._tried_at: float | None = None  # last attempt, successful or not
         self._last_failed = False
         self.fetches = 0  # attempts, for tests and metrics
 
     def key(self, kid: str) -> SigningKey:
         """The key named ``kid``. Raises Unauthenticated (no such key) or Unavailable."""
-        with self._lock:
+        keys, fetched_at = self._cached
+        if keys is not None and kid in keys and self._clock() - fetched_at < self._ttl_s:
+            return keys[kid]
+        with self._fetch_lock:
             now = self._clock()
-            stale = self._keys is None or now - self._fetched_at >= self._ttl_s
-            if stale or kid not in (self._keys or {}):
+            keys, fetched_at = self._cached  # another caller may have just read it
+            stale = keys is None or now - fetched_at >= self._ttl_s
+            if stale or kid not in (keys or {}):
                 self._refresh(now, stale=stale)
-            if self._keys is None:
-                raise Unavailable("cannot read the JWKS to verify the access token; retry shortly")
-            found = self._keys.get(kid)
+            keys = self._cached[0]
+        if keys is None:
+            raise Unavailable("cannot read the JWKS to verify the access token; retry shortly")
+        found = keys.get(kid)
         if found is None:
             raise Unauthenticated("access token signed by an unknown key (kid)")
         return found
@@ -148,5 +153,4 @@ class JwksKeys:
             _log.warning("reading the JWKS at %s failed: %s", self._url, e)
             return
         self._last_failed = False
-        self._keys = keys
-        self._fetched_at = now
+        self._cached = (keys, now)
