@@ -14,7 +14,11 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 class Settings(BaseSettings):
     """Every knob of the service. Build one at start-up and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+    # Errors name the field, never its value: values include secrets (a JWT secret, a
+    # password inside DATABASE_URL) and start-up errors end up in logs.
+    model_config = SettingsConfigDict(
+        env_prefix="RETRIEVAL_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -145,8 +149,9 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(
         default=None,
-        description="Supabase's legacy JWT secret: verifies HS256 access tokens. Unset = "
-        "HS256 tokens are refused.",
+        min_length=32,
+        description="Supabase's legacy JWT secret (at least 32 characters): verifies HS256 "
+        "access tokens. Unset = HS256 tokens are refused.",
     )
     jwt_issuer: str | None = Field(
         default=None,

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 
 import jwt
 import pytest
+from pydantic import ValidationError
 
 from service.core.jwks import JwksKeys, fetch_document, parse_jwks
 from service.core.jwt_auth import TokenVerifier
 from service.errors import Unauthenticated, Unavailable
 from service.models import Role
+from service.settings import Settings
 from tests.jwt_support import (
     JwksServer,
     SigningKey,
@@ -226,3 +228,17 @@ def test_odd_claims_are_unauthenticated(jwks: JwksServer) -> None:
     ):
         with pytest.raises(Unauthenticated):
             verifier.verify(jwt.encode(body, secret, algorithm="HS256"))
+
+
+def test_jwt_settings_are_checked_without_echoing_the_secret() -> None:
+    weak = "a-weak-secret-0123"
+    with pytest.raises(ValidationError) as info:
+        Settings(jwt_secret=weak)  # type: ignore[arg-type]
+    assert "jwt_secret" in str(info.value) and weak not in str(info.value)
+    with pytest.raises(ValidationError, match="http"):
+        Settings(jwks_url="file:///etc/passwd")
+    strong = "a-strong-secret-" + "x" * 32
+    settings = Settings(jwt_secret=strong)  # type: ignore[arg-type]
+    assert settings.jwt_configured and strong not in repr(settings)
+    assert not Settings().jwt_configured
+    assert TokenVerifier.from_settings(Settings()) is None
