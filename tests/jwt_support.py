@@ -126,6 +126,12 @@ def hs256_with_secret(
     return signing_input + "." + _b64(signature)
 
 
+def jwt_settings(jwks: JwksServer) -> dict[str, Any]:
+    """Settings fields that make an App accept tokens from ``jwks`` and ``HS256_SECRET``:
+    ``Settings(..., **jwt_settings(jwks))``."""
+    return {"jwks_url": jwks.url, "jwt_secret": HS256_SECRET, "jwt_issuer": ISSUER}
+
+
 class JwksServer:
     """A JWKS document on ``http://127.0.0.1:<port>/jwks.json``; keys can come and go."""
 

@@ -19,12 +19,12 @@ from service.models import Role
 from service.settings import Settings
 from tests.conftest import MODEL_CACHE, ingest_vectors, query_vector, status_of, vector_datastore
 from tests.jwt_support import (
-    HS256_SECRET,
     ISSUER,
     JwksServer,
     SigningKey,
     hs256_token,
     hs256_with_secret,
+    jwt_settings,
     make_token,
     unsigned_token,
     with_claims,
@@ -62,9 +62,7 @@ def jwt_app(
         create_local_key=False,
         onnx_cache_dir=MODEL_CACHE,
         preload_models=[],
-        jwks_url=jwks.url,
-        jwt_secret=HS256_SECRET,  # type: ignore[arg-type]
-        jwt_issuer=ISSUER,
+        **jwt_settings(jwks),
         jwks_min_refetch_s=MIN_REFETCH_S,
         jwks_cache_ttl_s=JWKS_TTL_S,
     )
@@ -252,9 +250,10 @@ def test_key_rotation_new_kid_is_fetched_and_a_removed_key_is_refused(
 
 
 def test_without_jwt_settings_only_api_keys_work(
-    target: str, es256: SigningKey, make_client: Callable[..., Client]
+    app: App, target: str, es256: SigningKey, make_client: Callable[..., Client]
 ) -> None:
     """The shared server has no JWT settings: a valid-looking token is a clear refusal."""
+    assert not app.settings.jwt_configured, "this test needs a server without JWT settings"
     user = make_client()  # an API key works as ever
     assert user.datastores.ListDatastores(pb.ListDatastoresRequest()) is not None
     client = connect(target, make_token(es256, uuid.uuid4()))
