@@ -165,14 +165,14 @@ def _vectors(n: int) -> np.ndarray:
 
 REFUSED = {
     "expired": (lambda k, r, u: make_token(k, u, expires_in=-120), "expired"),
-    "no exp": (lambda k, r, u: make_token(k, u, expires_in=0, exp=None), "exp"),
+    "no exp": (lambda k, r, u: make_token(k, u, expires_in=0, exp=None), "'exp' claim"),
     "wrong audience": (lambda k, r, u: make_token(k, u, aud="anon"), "audience"),
-    "no audience": (lambda k, r, u: make_token(k, u, aud=None), "aud"),
+    "no audience": (lambda k, r, u: make_token(k, u, aud=None), "'aud' claim"),
     "wrong issuer": (
         lambda k, r, u: make_token(k, u, iss="https://evil.example/auth/v1"),
         "issuer",
     ),
-    "no issuer": (lambda k, r, u: make_token(k, u, iss=None), "iss"),
+    "no issuer": (lambda k, r, u: make_token(k, u, iss=None), "'iss' claim"),
     "bad signature": (lambda k, r, u: make_token(SigningKey.es256(k.kid), u), "signature"),
     "forged role": (
         lambda k, r, u: with_claims(make_token(k, u), role="service_role"),
@@ -193,7 +193,7 @@ REFUSED = {
     ),
     "anon": (lambda k, r, u: make_token(k, u, role="anon"), "role"),
     "no role": (lambda k, r, u: make_token(k, u, role=None), "role"),
-    "no sub": (lambda k, r, u: make_token(k, None), "sub"),
+    "no sub": (lambda k, r, u: make_token(k, None), "'sub' claim"),
     "sub not a uuid": (lambda k, r, u: make_token(k, "alice"), "not a user id"),
     "unknown sub": (lambda k, r, u: make_token(k, uuid.uuid4()), "not a known user"),
     "unknown kid": (lambda k, r, u: make_token(SigningKey.es256(), u), "unknown key"),
