@@ -12,7 +12,7 @@ from service.core import access, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, NotFound
+from service.errors import InvalidArgument, ModelSwitched, NotFound
 from service.models import (
     NO_MODEL,
     SERVED_DATASTORE_TYPE,
@@ -63,7 +63,13 @@ class Retrieval:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
-            return self._query(principal, spec)
+            try:
+                return self._query(principal, spec)
+            except ModelSwitched:
+                # A re-embedding switched a datastore between reading its settings and
+                # searching it: once more, with the settings read afresh.
+                self._lookups.invalidate()
+                return self._query(principal, spec)
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1

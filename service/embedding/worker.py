@@ -124,18 +124,21 @@ class EmbeddingWorker:
             self._small.clear()
             self._bulk.clear()
 
-    def embed(self, model: str, texts: Sequence[str], *, alone: bool = False) -> Vector:
+    def embed(
+        self, model: str, texts: Sequence[str], *, alone: bool = False, bulk: bool = False
+    ) -> Vector:
         """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users).
 
         ``alone``: no other query is in flight, so none could share the run: when no
-        model is running, run on this thread.
+        model is running, run on this thread. ``bulk``: background work (re-embedding),
+        queued behind queries however few its texts.
         """
         if self._stopped:
             raise Unavailable(_SHUTTING_DOWN)
         embedder = self.registry.get(model)
         if not texts:
             return np.zeros((0, embedder.dimensions), dtype=np.float32)
-        small = len(texts) <= self._batch_size
+        small = len(texts) <= self._batch_size and not bulk
         if alone and small and self._claim_if_idle():
             try:
                 return embedder.embed(texts)
