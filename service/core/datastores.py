@@ -16,6 +16,7 @@ from service.embedding.registry import ModelRegistry
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.models import (
     KNOWN_DATASTORE_TYPES,
+    NO_MODEL,
     SERVED_DATASTORE_TYPE,
     Datastore,
     DatastoreConfig,
@@ -238,6 +239,12 @@ class Datastores:
         else:
             chosen = {a for p in paths for a in _CONFIG_PATHS.get(p, ())}
             request = dataclasses.replace(request, **{a: getattr(fields.config, a) for a in chosen})
+            if "dimensions" not in chosen and request.embedding_model not in (
+                current.config.embedding_model,
+                NO_MODEL,
+            ):
+                # Another model alone: its own dimensions, not the old model's.
+                request = dataclasses.replace(request, dimensions=0)
         return build_config(request, self._settings, self._models)
 
     def delete(self, principal: Principal, datastore_id: UUID) -> None:

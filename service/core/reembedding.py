@@ -47,6 +47,9 @@ _log = logging.getLogger(__name__)
 # previous one; the switch then copies the rest with writes blocked.
 _CATCH_UP_ROUNDS = 5
 _JOIN_TIMEOUT_S = 30.0
+# The switch's lock waits (see storage.reembed.bounded_lock_waits) and its tries.
+_LOCK_WAIT_MS = 200
+_SWITCH_ATTEMPTS = 100
 
 
 class _Stopped(Exception):
@@ -289,8 +292,24 @@ class Reembedding:
             raise _Stopped
 
     def _switch(self, datastore_id: UUID, job: ReembedStatus) -> None:
-        """Swap the shadow in and write the new config, in one transaction."""
-        with self._db.connection() as conn:
+        """Swap the shadow in and write the new config, in one transaction; retried
+        while its locks are busy (each try blocks queries for at most _LOCK_WAIT_MS)."""
+        for attempt in range(_SWITCH_ATTEMPTS):
+            try:
+                self._switch_once(datastore_id, job)
+                break
+            except store.LockBusy:
+                if self._stopping.wait(min(0.05 * (attempt + 1), 1.0)):
+                    raise _Stopped from None
+        else:
+            raise FailedPrecondition(
+                f"the switch found its locks busy {_SWITCH_ATTEMPTS} times; retry the update"
+            )
+        _log.info("datastore %s switched to model %s", datastore_id, job.target_model)
+        self._on_switch()
+
+    def _switch_once(self, datastore_id: UUID, job: ReembedStatus) -> None:
+        with self._db.connection() as conn, store.bounded_lock_waits(conn, _LOCK_WAIT_MS):
             current = datastore_rows.get(conn, datastore_id, lock=True)
             locked = store.get_job(conn, datastore_id, lock=True)
             if current is None or locked is None or locked.state != "switching":
@@ -314,5 +333,3 @@ class Reembedding:
             datastore_rows.update(conn, datastore_id, {"config": config.to_json()})
             store.set_progress(conn, datastore_id, total, total)
             store.set_state(conn, datastore_id, "done")
-        _log.info("datastore %s switched to model %s", datastore_id, job.target_model)
-        self._on_switch()

@@ -302,6 +302,29 @@ def build_index(
     )
 
 
+class LockBusy(Exception):
+    """A lock of the switch was not granted within its bound; the switch retries."""
+
+
+@contextmanager
+def bounded_lock_waits(conn: psycopg.Connection, timeout_ms: int) -> Iterator[None]:
+    """Bound every lock wait of the rest of the transaction (raising LockBusy).
+
+    The switch drops and attaches a partition: locks on the partition and on the
+    parent table. Queries take those two in either order (the relation they name,
+    then the parent for its partition constraint; or a cached plan's range table),
+    so some order of the switch's requests always closes a cycle with one of them.
+    Waiting at most ``timeout_ms``, well below deadlock_timeout (1 s by default),
+    makes the switch give way first and retry, instead of PostgreSQL's deadlock
+    detector cancelling a query.
+    """
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{timeout_ms}ms",))
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as e:
+        raise LockBusy(str(e)) from e
+
+
 def lock_partition(conn: psycopg.Connection, datastore_id: UUID) -> None:
     """Block writes to the partition until commit (queries go on)."""
     conn.execute(
@@ -317,6 +340,9 @@ def swap(conn: psycopg.Connection, datastore_id: UUID) -> None:
     shadow holds the same chunk texts under the same ids.
     """
     live, shadow = partition_name(datastore_id), shadow_name(datastore_id)
+    # Run inside ``bounded_lock_waits``: see there why.
+    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_ident(live)))
+    conn.execute("LOCK TABLE ONLY public.datastore_chunks IN ACCESS EXCLUSIVE MODE")
     conn.execute(sql.SQL("DROP TABLE {}").format(_ident(live)))
     conn.execute(
         sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(shadow), sql.Identifier(live))
