@@ -9,9 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from service.api.server import create_server
 from service.app import App
+from service.cli import main
 from service.client import Client, connect, pb
 from service.models import Role
 from service.settings import Settings
@@ -55,3 +57,12 @@ def query_text(client: Client, datastore_id: str, text: str) -> pb.QueryResponse
     return client.retrieval.Query(
         pb.QueryRequest(datastores=pb.DatastoreIds(ids=[datastore_id]), text=text)
     )
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *args: str) -> int:
+    """``python -m service ARGS`` in this process, on the tests' database."""
+    from tests.conftest import MODEL_CACHE
+
+    monkeypatch.setenv("RETRIEVAL_DATABASE_URL", str(settings.database_url))
+    monkeypatch.setenv("RETRIEVAL_ONNX_CACHE_DIR", str(MODEL_CACHE))
+    return main([*args, "--data-dir", str(settings.data_dir)])

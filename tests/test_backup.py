@@ -14,13 +14,12 @@ import psycopg
 import pytest
 
 from service.app import App
-from service.cli import main
 from service.client import Client, connect, pb
 from service.models import Role
 from service.settings import Settings
 from service.storage.embedded import client_bin_dir
-from tests.conftest import MODEL_CACHE, query_vector, vector_datastore
-from tests.reembed_support import query_text, serving
+from tests.conftest import query_vector, vector_datastore
+from tests.reembed_support import query_text, run_cli, serving
 from tests.test_reembed import TOPICS
 
 QUERIES = ["which database does vector search", "coffee", "planets and moons", "music"]
@@ -80,12 +79,6 @@ def _filled(client: Client) -> pb.Datastore:
     return ds
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *args: str) -> int:
-    monkeypatch.setenv("RETRIEVAL_DATABASE_URL", str(settings.database_url))
-    monkeypatch.setenv("RETRIEVAL_ONNX_CACHE_DIR", str(MODEL_CACHE))
-    return main([*args, "--data-dir", str(settings.data_dir)])
-
-
 def test_export_and_import_give_the_same_query_results(
     owner: Owner,
     settings: Settings,
@@ -96,7 +89,7 @@ def test_export_and_import_give_the_same_query_results(
     user_id, client = owner.user_id, owner.client
     ds = _filled(client)
     before = _results(client, ds.id)
-    assert _cli(monkeypatch, settings, "export-datastore", ds.id) == 0
+    assert run_cli(monkeypatch, settings, "export-datastore", ds.id) == 0
     exported = capsys.readouterr().out
     dump = tmp_path / "notes.jsonl"
     dump.write_text(exported, encoding="utf-8")
@@ -108,7 +101,8 @@ def test_export_and_import_give_the_same_query_results(
     assert len(json.loads(lines[1])["chunks"][0]["vector"]) == 384
 
     assert (
-        _cli(monkeypatch, settings, "import-datastore", str(dump), "--user-id", str(user_id)) == 0
+        run_cli(monkeypatch, settings, "import-datastore", str(dump), "--user-id", str(user_id))
+        == 0
     )
     imported_id = capsys.readouterr().out.strip()
     assert imported_id != ds.id
@@ -139,7 +133,7 @@ def test_a_pinecone_dump_imports_into_a_datastore_of_caller_vectors(
     dump = tmp_path / "pinecone.jsonl"
     dump.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     args = ["import-datastore", str(dump), "--format", "pinecone", "--name", "from-pinecone"]
-    assert _cli(monkeypatch, settings, *args, "--user-id", str(user_id)) == 0
+    assert run_cli(monkeypatch, settings, *args, "--user-id", str(user_id)) == 0
     imported_id = capsys.readouterr().out.strip()
     got = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=imported_id))
     assert (got.config.embedding_model, got.config.dimensions, got.document_count) == ("none", 3, 3)
@@ -158,12 +152,12 @@ def test_a_refused_import_names_the_line(
 ) -> None:
     user_id, client = owner.user_id, owner.client
     ds = vector_datastore(client, pb.COSINE, 2)
-    assert _cli(monkeypatch, settings, "export-datastore", ds.id) == 0
+    assert run_cli(monkeypatch, settings, "export-datastore", ds.id) == 0
     header = capsys.readouterr().out.splitlines()[0]
     bad = {"external_id": "x", "chunks": [{"content": "c", "vector": [1.0, "NaN"]}]}
     dump = tmp_path / "bad.jsonl"
     dump.write_text(header + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
-    code = _cli(monkeypatch, settings, "import-datastore", str(dump), "--user-id", str(user_id))
+    code = run_cli(monkeypatch, settings, "import-datastore", str(dump), "--user-id", str(user_id))
     assert code == 2
     assert "line 2" in capsys.readouterr().err
 

@@ -14,11 +14,14 @@ from google.protobuf import field_mask_pb2
 
 from service.app import App
 from service.client import Client, pb
+from service.core.ingestion import content_sha256
+from service.errors import ModelSwitched
+from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import keyword, partitions
 from service.storage import reembed as reembed_rows
 from tests.conftest import status_of, vector_datastore
-from tests.reembed_support import expected_scores, query_text, serving
+from tests.reembed_support import expected_scores, query_text, run_cli, serving
 from tests.second_model import SECOND_MODEL_DIMENSIONS, build_second_model
 
 TOPICS = [
@@ -141,6 +144,8 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
     with serving(settings, key, reembed_batch_size=2, reembed_pause_ms=100.0) as second:
         before = _get(second.client, ds.id)
         assert before.config.embedding_model == BUNDLED_MODEL
+        old_settings = second.app.lookups.datastore(uuid.UUID(ds.id))
+        assert old_settings is not None
         querier = _Querier(second.client, ds.id)
         querier.start()
         try:
@@ -164,9 +169,25 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
         )
         assert after.reembed.chunks_done == after.reembed.chunks_total == len(docs)
         _assert_every_vector_from(second.app, ds.id, second_model)
+        _assert_stale_settings_are_caught(second.app, second.client, old_settings, new)
         # Ingesting after the switch embeds with the new model.
         _ingest(second.client, ds.id, {"after": TOPICS[2]})
         _assert_every_vector_from(second.app, ds.id, second_model)
+
+
+def _assert_stale_settings_are_caught(
+    app: App, client: Client, old_settings: Datastore, new: list[float]
+) -> None:
+    """What a replica holding the settings from before the switch does: a query is
+    retried with fresh settings; an ingest embedded with the old model is refused."""
+    app.lookups._entries[("datastore", old_settings.id)] = old_settings
+    scores = [h.score for h in query_text(client, str(old_settings.id), QUERY).hits]
+    np.testing.assert_allclose(scores, new, atol=2e-3)
+    doc = DocumentInput(external_id="stale", text=TOPICS[3])
+    prepared = app.ingestion.prepare(doc, old_settings, content_sha256(doc, old_settings))
+    app.ingestion.embed([prepared], old_settings)
+    with pytest.raises(ModelSwitched):
+        app.ingestion.store(old_settings, [prepared])
 
 
 def _assert_every_vector_from(app: App, datastore_id: str, model: str) -> None:
@@ -261,3 +282,34 @@ def test_caller_vectors_cannot_change_dimensions(client: Client) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "no model to re-embed them with" in msg
     assert not _get(client, ds.id).HasField("reembed")
+
+
+def test_reembed_status_and_cancel_from_the_command_line(
+    settings: Settings,
+    second_model: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with serving(settings, reembed_batch_size=1, reembed_pause_ms=50.0) as served:
+        client = served.client
+        ds = _create(client)
+        _ingest(client, ds.id, {f"doc-{i}": t for i, t in enumerate(TOPICS[:4])})
+        assert run_cli(monkeypatch, settings, "reembed-status", ds.id) == 1  # no job yet
+        capsys.readouterr()
+        _set_model(client, ds.id, second_model)
+        # Follows the job (run by the server's thread) with a progress bar until it ends.
+        assert run_cli(monkeypatch, settings, "reembed-status", ds.id) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("done: 4/4 chunks")
+        assert "chunk" in err  # tqdm's bar
+        assert _get(client, ds.id).config.embedding_model == second_model
+        assert run_cli(monkeypatch, settings, "reembed-cancel", ds.id) == 1  # nothing runs
+
+        served.app.settings.reembed_pause_ms = 5000.0  # the next job waits between batches
+        assert _set_model(client, ds.id, BUNDLED_MODEL).reembed.state == "copying"
+        capsys.readouterr()
+        assert run_cli(monkeypatch, settings, "reembed-cancel", ds.id) == 0
+        assert capsys.readouterr().out.strip() == "cancelled"
+        got = _get(client, ds.id)
+        assert (got.reembed.state, got.config.embedding_model) == ("cancelled", second_model)
+        assert query_text(client, ds.id, QUERY).hits

@@ -145,9 +145,9 @@ def create_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
     shadow = shadow_name(datastore_id)
     drop_shadow(conn, datastore_id)
     conn.execute(
-        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES)").format(
-            _ident(shadow), _ident(partition_name(datastore_id))
-        )
+        sql.SQL(
+            "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES EXCLUDING CONSTRAINTS)"
+        ).format(_ident(shadow), _ident(partition_name(datastore_id)))
     )
     # The CHECK lets ATTACH PARTITION skip its scan; the keys match the parent's so
     # that ATTACH adopts them instead of building and validating new ones.
