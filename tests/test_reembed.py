@@ -253,6 +253,13 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(
             datastore_id = uuid.UUID(ds.id)
             assert not reembed_rows.shadow_exists(conn, datastore_id)
             assert keyword.stats(conn, datastore_id) == stats
+        # Deleting a datastore mid-job takes the job and its shadow table with it.
+        assert _set_model(client, ds.id, second_model).reembed.state == "copying"
+        client.datastores.DeleteDatastore(pb.DeleteDatastoreRequest(id=ds.id))
+        _wait_for(lambda: not _job_thread_alive(served.app), "the job thread to stop", 30)
+        with served.app.db.connection() as conn:
+            assert not reembed_rows.shadow_exists(conn, datastore_id)
+            assert reembed_rows.get_job(conn, datastore_id) is None
 
 
 def _job_thread_alive(app: App) -> bool:

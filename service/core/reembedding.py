@@ -166,14 +166,16 @@ class Reembedding:
         except Exception as e:
             if self._stopping.is_set():
                 return  # interrupted by shutdown: resumes at the next start
-            _log.exception("re-embedding of datastore %s failed", datastore_id)
             self._fail(datastore_id, e)
 
     def _fail(self, datastore_id: UUID, error: Exception) -> None:
+        """Record the failure, unless the job was cancelled or its datastore deleted
+        meanwhile (which is what made it fail)."""
         try:
             with self._db.connection() as conn:
                 job = store.get_job(conn, datastore_id, lock=True)
                 if job is not None and job.running:
+                    _log.error("re-embedding of datastore %s failed", datastore_id, exc_info=error)
                     store.set_state(
                         conn, datastore_id, "failed", f"{type(error).__name__}: {error}"
                     )
