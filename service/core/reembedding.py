@@ -73,6 +73,7 @@ class Reembedding:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._threads: dict[UUID, threading.Thread] = {}
+        self._again: set[UUID] = set()
 
     # ------------------------------------------------------------ called by Datastores
 
@@ -101,7 +102,13 @@ class Reembedding:
         if job is None or not job.running:
             return False
         store.set_state(conn, datastore_id, "cancelled")
-        store.drop_shadow(conn, datastore_id)
+        try:
+            # A savepoint: the shadow may be locked for a while (its HNSW index being
+            # built); then the job's thread drops it when it sees the cancel.
+            with conn.transaction(), store.bounded_lock_waits(conn, _LOCK_WAIT_MS):
+                store.drop_shadow(conn, datastore_id)
+        except store.LockBusy:
+            pass
         return True
 
     def cancel(self, datastore_id: UUID) -> bool:
@@ -124,6 +131,8 @@ class Reembedding:
                 return
             running = self._threads.get(datastore_id)
             if running is not None and running.is_alive():
+                # Still winding down (say, a cancelled job): it looks again when it ends.
+                self._again.add(datastore_id)
                 return
             thread = threading.Thread(
                 target=self._run, args=(datastore_id,), name="reembed", daemon=True
@@ -135,6 +144,9 @@ class Reembedding:
         """Resume every job a restart interrupted (called at start-up)."""
         with self._db.connection() as conn:
             pending = store.running_jobs(conn)
+            over = store.stopped_jobs(conn)
+        for datastore_id in over:
+            self._drop_stale_shadow(datastore_id)
         for datastore_id in pending:
             _log.info("resuming the re-embedding of datastore %s", datastore_id)
             self.launch(datastore_id)
@@ -162,11 +174,26 @@ class Reembedding:
                     return
                 self._work(datastore_id)
         except _Stopped:
-            return
+            if not self._stopping.is_set():
+                self._drop_stale_shadow(datastore_id)
         except Exception as e:
             if self._stopping.is_set():
                 return  # interrupted by shutdown: resumes at the next start
             self._fail(datastore_id, e)
+        finally:
+            with self._lock:
+                again = datastore_id in self._again
+                self._again.discard(datastore_id)
+                self._threads.pop(datastore_id, None)
+            if again:
+                self.launch(datastore_id)
+
+    def _drop_stale_shadow(self, datastore_id: UUID) -> None:
+        """Drop the shadow table of a job that is over (one a cancel could not drop)."""
+        with self._db.connection() as conn:
+            job = store.get_job(conn, datastore_id, lock=True)
+            if job is None or not job.running:
+                store.drop_shadow(conn, datastore_id)
 
     def _fail(self, datastore_id: UUID, error: Exception) -> None:
         """Record the failure, unless the job was cancelled or its datastore deleted

@@ -318,11 +318,24 @@ def bounded_lock_waits(conn: psycopg.Connection, timeout_ms: int) -> Iterator[No
     makes the switch give way first and retry, instead of PostgreSQL's deadlock
     detector cancelling a query.
     """
-    conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{timeout_ms}ms",))
+    row = conn.execute(
+        "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+        (f"{timeout_ms}ms",),
+    ).fetchone()
     try:
         yield
     except psycopg.errors.LockNotAvailable as e:
         raise LockBusy(str(e)) from e
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (row[0] if row else "0",))
+
+
+def stopped_jobs(conn: psycopg.Connection) -> list[UUID]:
+    """Datastores whose latest job is over (done, failed or cancelled)."""
+    rows = conn.execute(
+        "SELECT datastore_id FROM public.datastore_reembed_jobs WHERE state <> ALL(%s)",
+        (list(RUNNING_REEMBED_STATES),),
+    ).fetchall()
+    return [UUID(str(r[0])) for r in rows]
 
 
 def lock_partition(conn: psycopg.Connection, datastore_id: UUID) -> None:
