@@ -168,11 +168,11 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
             before.chunk_count,
         )
         assert after.reembed.chunks_done == after.reembed.chunks_total == len(docs)
-        _assert_every_vector_from(second.app, ds.id, second_model)
+        _assert_every_vector_from(second.app, ds.id, second_model, chunks=len(docs))
         _assert_stale_settings_are_caught(second.app, second.client, old_settings, new)
         # Ingesting after the switch embeds with the new model.
         _ingest(second.client, ds.id, {"after": TOPICS[2]})
-        _assert_every_vector_from(second.app, ds.id, second_model)
+        _assert_every_vector_from(second.app, ds.id, second_model, chunks=len(docs) + 1)
 
 
 def _assert_stale_settings_are_caught(
@@ -190,9 +190,10 @@ def _assert_stale_settings_are_caught(
         app.ingestion.store(old_settings, [prepared])
 
 
-def _assert_every_vector_from(app: App, datastore_id: str, model: str) -> None:
-    """Every stored chunk's vector is ``model``'s embedding of its content, and the
-    HNSW index is built for its dimensions; the shadow table is gone."""
+def _assert_every_vector_from(app: App, datastore_id: str, model: str, *, chunks: int) -> None:
+    """The datastore holds ``chunks`` chunks (none left over from replaced documents),
+    each with ``model``'s embedding of its content; the HNSW index is built for its
+    dimensions; the shadow table is gone."""
     ds = uuid.UUID(datastore_id)
     with app.db.connection() as conn:
         rows = conn.execute(
@@ -203,6 +204,7 @@ def _assert_every_vector_from(app: App, datastore_id: str, model: str) -> None:
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (partitions.index_name(ds),)
         ).fetchone()
         assert not reembed_rows.shadow_exists(conn, ds)
+    assert len(rows) == chunks
     expected = app.embeddings.registry.get(model).embed([r[0] for r in rows])
     stored = np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
     assert stored.shape == expected.shape
