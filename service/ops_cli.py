@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from service.errors import InvalidArgument
-from service.models import Metric, Principal, ReembedStatus, Role
+from service.models import Metric, ReembedStatus
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def _describe(job: ReembedStatus) -> str:
 
 
 def _reembed_status(args: argparse.Namespace, settings: Settings) -> int:
-    datastore_id = UUID(args.id)
+    datastore_id = _uuid(args.id)
     with _app(settings) as opened:
         job = opened.reembedding.status(datastore_id)
         if job is None:
@@ -127,7 +127,7 @@ def _follow(app: App, datastore_id: UUID, job: ReembedStatus) -> ReembedStatus:
 
 def _reembed_cancel(args: argparse.Namespace, settings: Settings) -> int:
     with _app(settings) as opened:
-        cancelled = opened.reembedding.cancel(UUID(args.id))
+        cancelled = opened.reembedding.cancel(_uuid(args.id))
     print("cancelled" if cancelled else "no re-embedding job is running")
     return 0 if cancelled else 1
 
@@ -136,18 +136,18 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from service.core.transfer import export_datastore
 
     with _app(settings) as opened:
-        done = export_datastore(opened.db, UUID(args.id), sys.stdout)
+        done = export_datastore(opened.db, _uuid(args.id), sys.stdout)
     sys.stdout.flush()
     print(f"exported {done.documents} documents, {done.chunks} chunks", file=sys.stderr)
     return 0
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from service.core.transfer import Importer
+    from service.core.transfer import Importer, owner
 
     with _app(settings) as opened:
-        user_id = UUID(args.user_id) if args.user_id else opened.identity.find_user(args.email)
-        importer = Importer(opened.datastores, opened.ingestion, Principal(user_id, Role.USER))
+        user_id = _uuid(args.user_id) if args.user_id else opened.identity.find_user(args.email)
+        importer = Importer(opened.datastores, opened.ingestion, owner(opened.db, user_id))
         with _open(args.file) as lines:
             if args.format == "pinecone":
                 done = importer.import_pinecone(
@@ -170,3 +170,10 @@ def _open(path: Path) -> Iterator[Iterator[str]]:
             yield iter(f)
     except FileNotFoundError as e:
         raise InvalidArgument(f"no such file: {path}") from e
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError as e:
+        raise InvalidArgument(f"{text!r} is not an id (a UUID)") from e

@@ -160,6 +160,9 @@ def test_a_refused_import_names_the_line(
     code = run_cli(monkeypatch, settings, "import-datastore", str(dump), "--user-id", str(user_id))
     assert code == 2
     assert "line 2" in capsys.readouterr().err
+    stranger = str(uuid.uuid4())
+    assert run_cli(monkeypatch, settings, "import-datastore", str(dump), "--user-id", stranger) == 2
+    assert f"no user {stranger}" in capsys.readouterr().err
 
 
 def test_pg_dump_and_pg_restore_into_a_fresh_database_give_the_same_results(

@@ -35,8 +35,10 @@ from service.models import (
     DocumentInput,
     Metric,
     Principal,
+    Role,
 )
 from service.storage import datastores as datastore_rows
+from service.storage import users
 from service.storage.database import Database
 from service.storage.transfer import ExportRow, export_rows
 
@@ -109,6 +111,14 @@ def _document_line(external_id: str, rows: list[ExportRow]) -> dict[str, Any]:
 
 def _dumps(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def owner(db: Database, user_id: UUID) -> Principal:
+    """The principal an import acts as: the new datastore's owner (NotFound if unknown)."""
+    with db.connection() as conn:
+        if not users.user_exists(conn, user_id):
+            raise NotFound(f"no user {user_id}")
+    return Principal(user_id, Role.USER)
 
 
 class Importer:
