@@ -345,9 +345,11 @@ class Reembedding:
                 raise _Stopped
             store.lock_partition(conn, datastore_id)
             store.delete_stale(conn, datastore_id)
-            missing = store.missing_chunks(conn, datastore_id, None)
-            if missing:
-                self._embed_and_write(datastore_id, job, missing, conn)
+            size = self._settings.reembed_batch_size
+            while missing := store.missing_chunks(conn, datastore_id, size):
+                # Writes are blocked: each round copies what is missing, until nothing is.
+                if not self._embed_and_write(datastore_id, job, missing, conn):
+                    raise FailedPrecondition("chunks missing from the shadow could not be copied")
             total, copied = store.counts(conn, datastore_id)
             if copied != total or store.missing_chunks(conn, datastore_id, 1):
                 raise FailedPrecondition(

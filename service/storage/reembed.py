@@ -200,32 +200,43 @@ def last_copied(conn: psycopg.Connection, datastore_id: UUID) -> int:
     return int(row[0]) if row else 0
 
 
+# Characters of chunk text one batch holds at most (at least one chunk): with the
+# batch size, the bound on a job's memory whatever its chunks' lengths.
+BATCH_CHARS = 4_000_000
+
+
+def _bounded(
+    conn: psycopg.Connection, inner: sql.Composable, params: dict[str, Any]
+) -> list[ChunkText]:
+    """The rows (id, content) of ``inner`` (ordered by id, limited), cut where their
+    text passes BATCH_CHARS."""
+    query = sql.SQL(
+        "SELECT s.id, s.content FROM (SELECT b.id, b.content,"
+        " sum(length(b.content)) OVER (ORDER BY b.id) - length(b.content) AS before"
+        " FROM ({}) b) s WHERE s.before < %(chars)s ORDER BY s.id"
+    ).format(inner)
+    rows = conn.execute(query, {**params, "chars": BATCH_CHARS}).fetchall()
+    return [ChunkText(int(r[0]), r[1]) for r in rows]
+
+
 def chunks_after(
     conn: psycopg.Connection, datastore_id: UUID, after: int, limit: int
 ) -> list[ChunkText]:
     """The partition's next chunks by id: the first pass of a copy."""
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT c.id, c.content FROM {} c WHERE c.datastore_id = %s AND c.id > %s"
-            " ORDER BY c.id LIMIT %s"
-        ).format(_ident(partition_name(datastore_id))),
-        (datastore_id, after, limit),
-    ).fetchall()
-    return [ChunkText(int(r[0]), r[1]) for r in rows]
+    inner = sql.SQL(
+        "SELECT c.id, c.content FROM {} c WHERE c.datastore_id = %(ds)s AND c.id > %(after)s"
+        " ORDER BY c.id LIMIT %(limit)s"
+    ).format(_ident(partition_name(datastore_id)))
+    return _bounded(conn, inner, {"ds": datastore_id, "after": after, "limit": limit})
 
 
-def missing_chunks(
-    conn: psycopg.Connection, datastore_id: UUID, limit: int | None
-) -> list[ChunkText]:
+def missing_chunks(conn: psycopg.Connection, datastore_id: UUID, limit: int) -> list[ChunkText]:
     """Chunks of the partition the shadow lacks (written since the first pass saw them)."""
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT c.id, c.content FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {} s"
-            " WHERE s.datastore_id = c.datastore_id AND s.id = c.id) ORDER BY c.id LIMIT %s"
-        ).format(_ident(partition_name(datastore_id)), _ident(shadow_name(datastore_id))),
-        (limit,),
-    ).fetchall()
-    return [ChunkText(int(r[0]), r[1]) for r in rows]
+    inner = sql.SQL(
+        "SELECT c.id, c.content FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {} s"
+        " WHERE s.datastore_id = c.datastore_id AND s.id = c.id) ORDER BY c.id LIMIT %(limit)s"
+    ).format(_ident(partition_name(datastore_id)), _ident(shadow_name(datastore_id)))
+    return _bounded(conn, inner, {"limit": limit})
 
 
 def delete_stale(conn: psycopg.Connection, datastore_id: UUID) -> int:
