@@ -139,9 +139,9 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
     assert 0 < job.chunks_done < len(docs)
 
     contents = list(docs.values())
-    old = expected_scores(app, BUNDLED_MODEL, QUERY, contents, 3)
-    new = expected_scores(app, second_model, QUERY, contents, 3)
     with serving(settings, key, reembed_batch_size=2, reembed_pause_ms=100.0) as second:
+        old = expected_scores(second.app, BUNDLED_MODEL, QUERY, contents, 3)
+        new = expected_scores(second.app, second_model, QUERY, contents, 3)
         before = _get(second.client, ds.id)
         assert before.config.embedding_model == BUNDLED_MODEL
         old_settings = second.app.lookups.datastore(uuid.UUID(ds.id))
