@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -41,10 +42,19 @@ TOPICS = [
 QUERY = "which database does vector search"
 
 
+SECOND_MODEL = "minilm-dense-256"  # the name datastores choose the second model by
+
+
 @pytest.fixture(scope="module")
-def second_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The name a datastore gives to select the second model (the one place it is named)."""
-    return str(build_second_model(tmp_path_factory.mktemp("models") / "minilm-dense-256"))
+def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The second model's folder (built once per module)."""
+    return build_second_model(tmp_path_factory.mktemp("models") / SECOND_MODEL)
+
+
+@pytest.fixture
+def configured(settings: Settings, second_model: Path) -> Settings:
+    """The tests' settings, offering the second model under its name."""
+    return settings.model_copy(update={"models": {SECOND_MODEL: str(second_model)}})
 
 
 def _create(client: Client) -> pb.Datastore:
@@ -114,18 +124,18 @@ def _which(scores: list[float], old: list[float], new: list[float]) -> str:
 
 
 def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_restart(
-    settings: Settings, app: App, second_model: str
+    configured: Settings, app: App
 ) -> None:
     slow = {"reembed_batch_size": 2, "reembed_pause_ms": 300.0}
     docs = {f"doc-{i}": text for i, text in enumerate(TOPICS)}
-    with serving(settings, **slow) as first:
+    with serving(configured, **slow) as first:
         ds = _create(first.client)
         _ingest(first.client, ds.id, docs)
-        started = _set_model(first.client, ds.id, second_model)
+        started = _set_model(first.client, ds.id, SECOND_MODEL)
         # The model changes at the switch, not before; the job shows in the answer.
         assert started.config.embedding_model == BUNDLED_MODEL
         assert started.config.dimensions == 384
-        assert (started.reembed.state, started.reembed.target_model) == ("copying", second_model)
+        assert (started.reembed.state, started.reembed.target_model) == ("copying", SECOND_MODEL)
         _wait_for(lambda: _get(first.client, ds.id).reembed.chunks_done >= 2, "a first batch")
         # Ingests during the job land in the partition with the old model; the job
         # catches them up before it switches.
@@ -139,9 +149,9 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
     assert 0 < job.chunks_done < len(docs)
 
     contents = list(docs.values())
-    with serving(settings, key, reembed_batch_size=2, reembed_pause_ms=100.0) as second:
+    with serving(configured, key, reembed_batch_size=2, reembed_pause_ms=100.0) as second:
         old = expected_scores(second.app, BUNDLED_MODEL, QUERY, contents, 3)
-        new = expected_scores(second.app, second_model, QUERY, contents, 3)
+        new = expected_scores(second.app, SECOND_MODEL, QUERY, contents, 3)
         before = _get(second.client, ds.id)
         assert before.config.embedding_model == BUNDLED_MODEL
         old_settings = second.app.lookups.datastore(uuid.UUID(ds.id))
@@ -160,7 +170,7 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
         assert set(seen) == {"old", "new"}, seen
         switch = seen.index("new")
         assert seen[switch:] == ["new"] * (len(seen) - switch)  # never back to the old model
-        assert after.config.embedding_model == second_model
+        assert after.config.embedding_model == SECOND_MODEL
         assert after.config.dimensions == SECOND_MODEL_DIMENSIONS
         assert (after.document_count, after.chunk_count) == (len(docs), len(docs))
         assert (after.document_count, after.chunk_count) == (
@@ -168,11 +178,11 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
             before.chunk_count,
         )
         assert after.reembed.chunks_done == after.reembed.chunks_total == len(docs)
-        _assert_every_vector_from(second.app, ds.id, second_model, chunks=len(docs))
+        _assert_every_vector_from(second.app, ds.id, SECOND_MODEL, chunks=len(docs))
         _assert_stale_settings_are_caught(second.app, second.client, old_settings, new)
         # Ingesting after the switch embeds with the new model.
         _ingest(second.client, ds.id, {"after": TOPICS[2]})
-        _assert_every_vector_from(second.app, ds.id, second_model, chunks=len(docs) + 1)
+        _assert_every_vector_from(second.app, ds.id, SECOND_MODEL, chunks=len(docs) + 1)
 
 
 def _assert_stale_settings_are_caught(
@@ -180,7 +190,7 @@ def _assert_stale_settings_are_caught(
 ) -> None:
     """What a replica holding the settings from before the switch does: a query is
     retried with fresh settings; an ingest embedded with the old model is refused."""
-    app.lookups._entries[("datastore", old_settings.id)] = old_settings
+    app.lookups._entries[("datastore", old_settings.id)] = (float("inf"), old_settings)
     scores = [h.score for h in query_text(client, str(old_settings.id), QUERY).hits]
     np.testing.assert_allclose(scores, new, atol=2e-3)
     doc = DocumentInput(external_id="stale", text=TOPICS[3])
@@ -212,10 +222,8 @@ def _assert_every_vector_from(app: App, datastore_id: str, model: str, *, chunks
     assert indexdef is not None and f"vector({expected.shape[1]})" in indexdef[0]
 
 
-def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(
-    settings: Settings, second_model: str
-) -> None:
-    with serving(settings, reembed_batch_size=1, reembed_pause_ms=1000.0) as served:
+def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: Settings) -> None:
+    with serving(configured, reembed_batch_size=1, reembed_pause_ms=1000.0) as served:
         client = served.client
         ds = _create(client)
         _ingest(client, ds.id, {f"doc-{i}": t for i, t in enumerate(TOPICS[:4])})
@@ -223,12 +231,12 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(
             stats = keyword.stats(conn, uuid.UUID(ds.id))
         baseline = query_text(client, ds.id, QUERY)
         # Re-chunking needs the documents' text, which is not stored.
-        code, msg = status_of(lambda: _set_model(client, ds.id, second_model, chunk_size=64))
+        code, msg = status_of(lambda: _set_model(client, ds.id, SECOND_MODEL, chunk_size=64))
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert "re-chunked" in msg and "text is not" in msg
 
-        assert _set_model(client, ds.id, second_model).reembed.state == "copying"
-        assert _set_model(client, ds.id, second_model).reembed.state == "copying"  # same job
+        assert _set_model(client, ds.id, SECOND_MODEL).reembed.state == "copying"
+        assert _set_model(client, ds.id, SECOND_MODEL).reembed.state == "copying"  # same job
         code, msg = status_of(
             lambda: client.datastores.UpdateDatastore(
                 pb.UpdateDatastoreRequest(
@@ -256,7 +264,7 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(
             assert not reembed_rows.shadow_exists(conn, datastore_id)
             assert keyword.stats(conn, datastore_id) == stats
         # Deleting a datastore mid-job takes the job and its shadow table with it.
-        assert _set_model(client, ds.id, second_model).reembed.state == "copying"
+        assert _set_model(client, ds.id, SECOND_MODEL).reembed.state == "copying"
         client.datastores.DeleteDatastore(pb.DeleteDatastoreRequest(id=ds.id))
         _wait_for(lambda: not _job_thread_alive(served.app), "the job thread to stop", 30)
         with served.app.db.connection() as conn:
@@ -294,31 +302,30 @@ def test_caller_vectors_cannot_change_dimensions(client: Client) -> None:
 
 
 def test_reembed_status_and_cancel_from_the_command_line(
-    settings: Settings,
-    second_model: str,
+    configured: Settings,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with serving(settings, reembed_batch_size=1, reembed_pause_ms=50.0) as served:
+    with serving(configured, reembed_batch_size=1, reembed_pause_ms=50.0) as served:
         client = served.client
         ds = _create(client)
         _ingest(client, ds.id, {f"doc-{i}": t for i, t in enumerate(TOPICS[:4])})
-        assert run_cli(monkeypatch, settings, "reembed-status", ds.id) == 1  # no job yet
+        assert run_cli(monkeypatch, configured, "reembed-status", ds.id) == 1  # no job yet
         capsys.readouterr()
-        _set_model(client, ds.id, second_model)
+        _set_model(client, ds.id, SECOND_MODEL)
         # Follows the job (run by the server's thread) with a progress bar until it ends.
-        assert run_cli(monkeypatch, settings, "reembed-status", ds.id) == 0
+        assert run_cli(monkeypatch, configured, "reembed-status", ds.id) == 0
         out, err = capsys.readouterr()
         assert out.startswith("done: 4/4 chunks")
         assert "chunk" in err  # tqdm's bar
-        assert _get(client, ds.id).config.embedding_model == second_model
-        assert run_cli(monkeypatch, settings, "reembed-cancel", ds.id) == 1  # nothing runs
+        assert _get(client, ds.id).config.embedding_model == SECOND_MODEL
+        assert run_cli(monkeypatch, configured, "reembed-cancel", ds.id) == 1  # nothing runs
 
         served.app.settings.reembed_pause_ms = 5000.0  # the next job waits between batches
         assert _set_model(client, ds.id, BUNDLED_MODEL).reembed.state == "copying"
         capsys.readouterr()
-        assert run_cli(monkeypatch, settings, "reembed-cancel", ds.id) == 0
+        assert run_cli(monkeypatch, configured, "reembed-cancel", ds.id) == 0
         assert capsys.readouterr().out.strip() == "cancelled"
         got = _get(client, ds.id)
-        assert (got.reembed.state, got.config.embedding_model) == ("cancelled", second_model)
+        assert (got.reembed.state, got.config.embedding_model) == ("cancelled", SECOND_MODEL)
         assert query_text(client, ds.id, QUERY).hits

@@ -12,10 +12,12 @@ from grpc_reflection.v1alpha import reflection
 
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from service.api.decoding import DecodeInterceptor
 from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
 from service.api.servicers.retrieval import RetrievalServicer
+from service.api.tls import add_port
 from service.app import App
 
 _log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ class HealthMonitor:
         self._stop.set()
         self._set(False)
 
+    def serving(self) -> bool:
+        """Whether the health service reports the whole server SERVING."""
+        reply = self._servicer.Check(health_pb2.HealthCheckRequest(), None)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     def _set(self, serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -70,6 +77,10 @@ class RetrievalServer:
         self._monitor.stop()
         self.server.stop(grace).wait()
 
+    def serving(self) -> bool:
+        """Whether gRPC health says SERVING (the HTTP port's /readyz asks this)."""
+        return self._monitor.serving()
+
     def wait(self) -> None:
         self.server.wait_for_termination()
 
@@ -84,6 +95,7 @@ def create_server(app: App, address: str) -> RetrievalServer:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="rpc"),
         options=options,
+        interceptors=[DecodeInterceptor()],
     )
     pb_grpc.add_DatastoreServiceServicer_to_server(
         DatastoreServicer(app.identity, app.datastores), server
@@ -98,7 +110,7 @@ def create_server(app: App, address: str) -> RetrievalServer:
     reflection.enable_server_reflection(
         [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(address)
+    port = add_port(server, address, settings)  # TLS when configured (api/tls.py)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     monitor = HealthMonitor(app, health_servicer)
