@@ -214,6 +214,11 @@ def _assert_every_vector_from(app: App, datastore_id: str, model: str, *, chunks
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (partitions.index_name(ds),)
         ).fetchone()
         assert not reembed_rows.shadow_exists(conn, ds)
+        locked = conn.execute(
+            "SELECT relrowsecurity FROM pg_class WHERE oid = %s::regclass",
+            (f"public.{partitions.partition_name(ds)}",),
+        ).fetchone()
+        assert locked == (True,)  # the swapped-in partition is locked down like the old one
     assert len(rows) == chunks
     expected = app.embeddings.registry.get(model).embed([r[0] for r in rows])
     stored = np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from service import scoring
 from service.models import RUNNING_REEMBED_STATES, HnswParams, Metric, ReembedStatus, Vector
+from service.storage import privileges
 from service.storage.partitions import embedding_expr, partition_name
 
 _JOB_COLUMNS = (
@@ -149,6 +150,8 @@ def create_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
             "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES EXCLUDING CONSTRAINTS)"
         ).format(_ident(shadow), _ident(partition_name(datastore_id)))
     )
+    # Like every partition: no Data API role may read it (storage/privileges.py).
+    privileges.lock_down_relation(conn, shadow)
     # The CHECK lets ATTACH PARTITION skip its scan; the keys match the parent's so
     # that ATTACH adopts them instead of building and validating new ones.
     conn.execute(
