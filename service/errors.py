@@ -49,3 +49,8 @@ class Cancelled(RetrievalError):
 
 class Aborted(RetrievalError):
     """A concurrent transaction got in the way (deadlock, serialization, lock wait); retry."""
+
+
+class ModelSwitched(Unavailable):
+    """The datastore's embedding model changed (a re-embedding switched over) while
+    the request was in progress; retrying reads the new settings."""

