@@ -336,8 +336,10 @@ class Ingestion:
         """Re-raise ``error`` unless the database is up and refused the data itself."""
         # A failure may be about the data (a constraint, a size limit) or about the
         # database (gone, restarting): a ping tells which one this is.
+        # (Unavailable covers ModelSwitched; a real outage fails the ping anyway.)
         not_the_data = (NotFound, FailedPrecondition, Aborted, Cancelled, DeadlineExceeded)
-        not_the_data += (Unavailable,)  # ModelSwitched included
+        if isinstance(error, Unavailable):
+            raise error
         if isinstance(error, not_the_data) or not self._db.ping():
             raise error
 
