@@ -81,8 +81,8 @@ class EmbeddedPostgres:
             if server is None or _alive(server.get_postmaster_info()):
                 failures = 0
                 continue
-            if failures >= MAX_FAILED_RESTARTS:
-                continue
+            if failures >= MAX_FAILED_RESTARTS or self._stop.is_set():
+                continue  # (a server stopping on purpose is not restarted)
             _log.error("embedded PostgreSQL is not running; restarting it")
             if self._restart(server):
                 failures = 0
