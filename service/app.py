@@ -20,6 +20,7 @@ from service.storage.database import Database
 from service.storage.embedded import EmbeddedPostgres
 from service.storage.migrations import migrate
 from service.storage.notifications import ChangeListener
+from service.storage.replicas import ReadPools
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class App:
     embeddings: EmbeddingWorker
     lookups: LookupCache
     listener: ChangeListener
+    reads: ReadPools
     identity: Identity
     datastores: Datastores
     agents: Agents
@@ -88,6 +90,14 @@ class App:
         lookups = LookupCache(db)
         listener = ChangeListener(url, lookups.invalidate)
         listener.start()
+        reads = ReadPools(
+            db,
+            settings.read_database_urls,
+            max_lag_s=settings.max_replica_lag_s,
+            check_interval_s=settings.replica_check_interval_s,
+            pool_max_size=settings.pool_max_size,
+        )
+        reads.start()
         return cls(
             settings=settings,
             embedded=embedded,
@@ -96,11 +106,12 @@ class App:
             embeddings=embeddings,
             lookups=lookups,
             listener=listener,
+            reads=reads,
             identity=Identity(db, lookups),
             datastores=Datastores(db, models, settings, lookups),
             agents=Agents(db, lookups),
-            ingestion=Ingestion(db, embeddings, settings),
-            retrieval=Retrieval(db, embeddings, settings, lookups),
+            ingestion=Ingestion(db, embeddings, settings, reads),
+            retrieval=Retrieval(db, embeddings, settings, lookups, reads),
         )
 
     def close(self) -> None:
@@ -110,6 +121,7 @@ class App:
         metrics.unwatch(self.db, self.embeddings)
         self.embeddings.stop()
         self.listener.stop()
+        self.reads.close()
         self.db.close()
         if self.embedded is not None:
             self.embedded.stop()

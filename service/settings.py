@@ -53,6 +53,25 @@ class Settings(BaseSettings):
     pool_timeout_s: float = Field(
         default=10.0, gt=0, description="Wait for a free connection before UNAVAILABLE."
     )
+    read_database_urls: list[str] = Field(
+        default_factory=list,
+        description="PostgreSQL streaming standbys of database_url (a JSON list of URLs) for "
+        "queries, GetDocument and ListDocuments; writes, migrations, LISTEN and key look-ups "
+        "stay on the primary. A replica down or lagging is skipped (docs/scale.md).",
+    )
+    max_replica_lag_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="A read replica whose replay trails the primary by more than this "
+        "(measured by WAL position) is skipped until it catches up.",
+    )
+    replica_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the read replicas' health and lag are checked.",
+    )
     max_results_cap: int = Field(
         default=1000,
         ge=1,
@@ -171,6 +190,12 @@ class Settings(BaseSettings):
     def _check_hnsw(self) -> Settings:
         if self.hnsw_ef_construction < 2 * self.hnsw_m:
             raise ValueError("hnsw_ef_construction must be at least 2 * hnsw_m (pgvector's rule)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_read_replicas(self) -> Settings:
+        if self.read_database_urls and not self.database_url:
+            raise ValueError("read_database_urls needs database_url (the primary they follow)")
         return self
 
     @model_validator(mode="after")

@@ -236,6 +236,7 @@ def document_result(r: DocumentResult) -> pb.DocumentResult:
         status=STATUS_TO_PB[r.status],
         chunk_count=r.chunk_count,
         error=r.error,
+        consistency_token=r.consistency_token,
     )
 
 
@@ -291,6 +292,7 @@ def query_spec(request: pb.QueryRequest) -> QuerySpec:
         distinct_documents=request.distinct_documents,
         exact=request.exact,
         filter=from_struct(request.filter, "filter") if request.HasField("filter") else None,
+        consistency_token=request.consistency_token,
     )
 
 

@@ -311,7 +311,8 @@ class StreamIngest:
         while not isinstance(batch := inbox.get(), _End):
             prepared = batch.prepared()
             stored = iter(self._ingestion.store_each(datastore, prepared) if prepared else [])
-            out.put([e.result or next(stored) for e in batch.entries])
+            results = [e.result or next(stored) for e in batch.entries]
+            out.put(self._ingestion.with_token(results))
         out.put(END)
 
 

@@ -41,7 +41,10 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             parse_uuid(request.datastore_id, "datastore_id"),
             [conv.document_input(d, f"documents[{i}]") for i, d in enumerate(request.documents)],
         )
-        return pb.IngestDocumentsResponse(results=[conv.document_result(r) for r in results])
+        return pb.IngestDocumentsResponse(
+            results=[conv.document_result(r) for r in results],
+            consistency_token=results[0].consistency_token if results else "",
+        )
 
     @authenticated_stream
     def StreamIngest(
