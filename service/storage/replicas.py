@@ -63,6 +63,14 @@ def parse_token(token: str) -> int | None:
     return (int(found.group(1), 16) << 32) | int(found.group(2), 16)
 
 
+@dataclass(frozen=True)
+class ReplicaState:
+    label: str  # "replica<i>": its index in read_database_urls, never the URL
+    usable: bool  # up, and within the lag bound
+    replay_lsn: int
+    lag_s: float | None  # None: not measurable (down, or beyond the history kept)
+
+
 @dataclass
 class _Replica:
     index: int
@@ -152,6 +160,11 @@ class ReadPools:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         assert row is not None
         return format_token(_lsn(row[0]))
+
+    def replicas(self) -> list[ReplicaState]:
+        """Each replica's state at the last check, for health reports and tests."""
+        with self._lock:
+            return [ReplicaState(r.label, r.usable, r.replay_lsn, r.lag_s) for r in self._replicas]
 
     def in_use(self) -> dict[str, bool]:
         """Pool label -> whether reads without a token go there now."""
