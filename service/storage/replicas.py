@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,7 +30,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from service import metrics
-from service.errors import InvalidArgument, Unavailable
+from service.errors import InvalidArgument, RetrievalError, Unavailable
 from service.storage.database import Database
 
 _log = logging.getLogger(__name__)
@@ -61,6 +61,25 @@ def parse_token(token: str) -> int | None:
             "consistency_token is malformed: pass back the token an ingest response gave"
         )
     return (int(found.group(1), 16) << 32) | int(found.group(2), 16)
+
+
+def lag_s(samples: Iterable[tuple[float, int]], replay: int, now: float) -> float | None:
+    """A replica's lag: seconds since the newest primary sample ``(time, LSN)`` (oldest
+    first) that its replay position ``replay`` has reached; None when it is behind all."""
+    for at, lsn in reversed(list(samples)):
+        if lsn <= replay:
+            return now - at
+    return None
+
+
+def _replica_failure(error: BaseException) -> bool:
+    """Whether a read failed because of the replica, not the request: the replica is
+    unreachable, or cancelled the read in a conflict with WAL replay (SQLSTATE 40001,
+    raw or translated into a service error)."""
+    if isinstance(error, Unavailable):
+        return True
+    conflict = psycopg.errors.SerializationFailure
+    return isinstance(error, conflict) or isinstance(error.__cause__, conflict)
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,9 @@ class ReadPools:
             replica, db = chosen
             try:
                 result = work(db)
-            except (Unavailable, psycopg.errors.SerializationFailure) as e:
+            except (RetrievalError, psycopg.Error) as e:
+                if not _replica_failure(e):
+                    raise
                 self._mark_down(replica, str(e))
             else:
                 metrics.count_read(replica.label)
@@ -214,24 +235,24 @@ class ReadPools:
             self._samples.append((now, primary_lsn))
         for replica in self._replicas:
             replay = self._replay_lsn(replica)
-            lag = None if replay is None or primary_lsn is None else self._lag(replay, now)
+            lag = (
+                None if replay is None or primary_lsn is None else lag_s(self._samples, replay, now)
+            )
             usable = lag is not None and lag <= self._max_lag_s
             with self._lock:
                 was = replica.usable
                 replica.replay_lsn = replay or 0
                 replica.lag_s = lag
                 replica.usable = usable
-            if was != usable:
-                state = "in use" if usable else "skipped (down or lagging), primary serves"
-                _log.warning("read replica %d %s; lag %s s", replica.index, state, lag)
+            if usable and not was:
+                _log.info("read replica %d in use (lag %.1f s)", replica.index, lag)
+            elif was and not usable:
+                _log.warning(
+                    "read replica %d skipped (down or lagging; lag %s s): the primary serves",
+                    replica.index,
+                    "unknown" if lag is None else f"{lag:.1f}",
+                )
         self._report()
-
-    def _lag(self, replay: int, now: float) -> float | None:
-        """Seconds since the newest primary sample the replica has replayed."""
-        for at, lsn in reversed(self._samples):
-            if lsn <= replay:
-                return 0.0 if at == now else now - at
-        return None  # behind every sample kept: further behind than the bound
 
     def _primary_lsn(self) -> int | None:
         try:
