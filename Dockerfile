@@ -90,7 +90,7 @@ USER retrieval
 WORKDIR /home/retrieval
 # Declared after the chown above: changes to a volume path after VOLUME are discarded.
 VOLUME ["/data"]
-EXPOSE 50051
+EXPOSE 50051 8080
 
 # grpc.health.v1: SERVING once the database answers (models load before the port opens).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \

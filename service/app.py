@@ -11,6 +11,7 @@ from service.core.agents import Agents
 from service.core.datastores import Datastores
 from service.core.identity import Identity
 from service.core.ingestion import Ingestion
+from service.core.jwt_auth import TokenVerifier
 from service.core.lookup_cache import LookupCache
 from service.core.retrieval import Retrieval
 from service.embedding.registry import ModelRegistry
@@ -87,7 +88,9 @@ class App:
         )
         embeddings.start()
         metrics.watch(pool=db, embeddings=embeddings)
-        lookups = LookupCache(db)
+        lookups = LookupCache(
+            db, ttl_s=settings.lookup_cache_ttl_s, negative_ttl_s=settings.negative_cache_ttl_s
+        )
         listener = ChangeListener(url, lookups.invalidate)
         listener.start()
         reads = ReadPools(
@@ -107,7 +110,7 @@ class App:
             lookups=lookups,
             listener=listener,
             reads=reads,
-            identity=Identity(db, lookups),
+            identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
             datastores=Datastores(db, models, settings, lookups),
             agents=Agents(db, lookups),
             ingestion=Ingestion(db, embeddings, settings, reads),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -16,7 +16,11 @@ NO_MODEL_NAME = "none"  # bring-your-own vectors (service.models.NO_MODEL)
 class Settings(BaseSettings):
     """Every knob of the service. Build one at start-up and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+    # Errors name the field, never its value: values include secrets (a JWT secret, a
+    # password inside DATABASE_URL) and start-up errors end up in logs.
+    model_config = SettingsConfigDict(
+        env_prefix="RETRIEVAL_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -48,6 +52,21 @@ class Settings(BaseSettings):
         "proxy or on a private network); without it such a bind is refused at start-up.",
     )
     grpc_workers: int = Field(default=16, ge=1, description="gRPC handler threads.")
+    http_enabled: bool = Field(
+        default=True,
+        description="Serve the same services over HTTP (Connect JSON/binary, gRPC-Web) plus "
+        "/healthz, /readyz and /metrics on http_port, bound to host like gRPC; false = off.",
+    )
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="HTTP (Connect, gRPC-Web) port (0 = any free)."
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An HTTP request's body must arrive within this many seconds "
+        "(else DEADLINE_EXCEEDED); its size is bounded by max_message_bytes.",
+    )
     pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool size.")
     pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool size.")
     pool_timeout_s: float = Field(
@@ -185,6 +204,54 @@ class Settings(BaseSettings):
         default=True,
         description="On a fresh data directory, create a local user and API key in data_dir.",
     )
+    lookup_cache_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=60,
+        description="Longest time a cached API key, token subject, datastore or agent link is "
+        "used without asking the database again, so a revocation holds even when its change "
+        "notification is lost (a pooler, a dead listener connection).",
+    )
+    negative_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long an unknown API key or token subject is remembered as unknown "
+        "(0 = never), so repeating a bogus credential does not reach the database each time.",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="Supabase JWKS URL (https://<project>.supabase.co/auth/v1/.well-known/"
+        "jwks.json): its ES256/RS256 keys verify Supabase access tokens. Unset = no JWKS.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Supabase's legacy JWT secret (at least 32 characters): verifies HS256 "
+        "access tokens. Unset = HS256 tokens are refused.",
+    )
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="When set, a token's iss claim must equal it "
+        "(Supabase: https://<project>.supabase.co/auth/v1).",
+    )
+    jwt_leeway_s: float = Field(
+        default=10.0, ge=0, le=60, description="Clock skew allowed on a token's exp/nbf/iat."
+    )
+    jwks_cache_ttl_s: float = Field(
+        default=600.0,
+        ge=1,
+        le=86_400,
+        description="How long fetched JWKS keys are trusted before the URL is read again: a "
+        "key removed from the JWKS is refused at most this long after.",
+    )
+    jwks_min_refetch_s: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600,
+        description="Least time between two reads of the JWKS URL prompted by an unknown kid, "
+        "so tokens naming made-up keys cannot make the service hammer the URL.",
+    )
 
     @model_validator(mode="after")
     def _check_hnsw(self) -> Settings:
@@ -227,6 +294,18 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
         return self
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        return url
+
+    @property
+    def jwt_configured(self) -> bool:
+        """True when Supabase access tokens are accepted beside API keys."""
+        return self.jwks_url is not None or self.jwt_secret is not None
 
     @property
     def api_key_file(self) -> Path:

@@ -25,7 +25,7 @@ from service.storage.embedded import EmbeddedPostgres
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 # Every log line of the run is checked for keys, tokens and registered texts.
-pytest_plugins = ["tests.log_guard"]
+pytest_plugins = ["tests.log_guard", "tests.http_fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"

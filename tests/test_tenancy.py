@@ -1,7 +1,8 @@
 """Tenant isolation: user B's credential on user A's resources, and agent links across owners.
 
 The credential B uses comes from ``CREDENTIAL_KINDS``: one entry per kind of credential
-the service accepts (today API keys of role user). Adding a kind is one line there.
+the service accepts (API keys of role user, Supabase user access tokens), each with the
+server fixture it is presented to. Adding a kind is one line there.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from service.api.server import create_server
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from tests.conftest import status_of, vector_datastore
+from service.settings import Settings
+from tests.conftest import MODEL_CACHE, status_of, vector_datastore
+from tests.jwt_support import HS256_SECRET, hs256_token
 
 # A credential kind: (app, target, user_id) -> a client acting as that user with role user.
 CredentialFactory = Callable[[App, str, uuid.UUID], Client]
@@ -28,9 +32,38 @@ def api_key_client(app: App, target: str, user_id: uuid.UUID) -> Client:
     return connect(target, app.identity.create_key(user_id, Role.USER).key)
 
 
-CREDENTIAL_KINDS: dict[str, CredentialFactory] = {
-    "api_key": api_key_client,
+def supabase_jwt_client(app: App, target: str, user_id: uuid.UUID) -> Client:
+    return connect(target, hs256_token(user_id, role="authenticated"))
+
+
+# kind -> (factory, the fixture naming the server that accepts that credential)
+CREDENTIAL_KINDS: dict[str, tuple[CredentialFactory, str]] = {
+    "api_key": (api_key_client, "target"),
+    "supabase_jwt": (supabase_jwt_client, "jwt_target"),
 }
+
+
+@pytest.fixture(scope="module")
+def jwt_target(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of its own that also takes Supabase tokens (the shared one takes keys only),
+    on the shared database."""
+    settings = Settings(
+        database_url=pg_url,
+        data_dir=tmp_path_factory.mktemp("tenancy-jwt"),
+        port=0,
+        create_local_key=False,
+        onnx_cache_dir=MODEL_CACHE,
+        preload_models=[],
+        jwt_secret=HS256_SECRET,
+    )
+    jwt_app = App.open(settings, load_models=False)
+    server = create_server(jwt_app, "127.0.0.1:0")
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop(grace=1.0)
+        jwt_app.close()
+
 
 DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}
 
@@ -50,12 +83,13 @@ def as_new_user(
     request: pytest.FixtureRequest, app: App, target: str
 ) -> Iterator[Callable[[], Client]]:
     """Factory: a client for a brand-new user, holding a credential of the parametrized kind."""
-    kind = CREDENTIAL_KINDS[request.param]
+    kind, server = CREDENTIAL_KINDS[request.param]
+    kind_target = request.getfixturevalue(server)
     clients: list[Client] = []
 
     def make() -> Client:
         user_id = app.identity.create_user(f"{uuid.uuid4().hex}@tenancy.test")
-        clients.append(kind(app, target, user_id))
+        clients.append(kind(app, kind_target, user_id))
         return clients[-1]
 
     yield make

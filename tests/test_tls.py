@@ -198,3 +198,26 @@ def test_serve_refuses_a_public_plaintext_bind_before_starting(tmp_path: Path) -
     assert "refusing to serve plaintext gRPC on 0.0.0.0" in done.stderr
     assert "RETRIEVAL_TLS_CERT_FILE" in done.stderr
     assert not (tmp_path / "data" / "pgdata").exists()  # refused before any start-up work
+
+
+def test_http_port_speaks_tls_with_the_same_certificates(app: App, certs: Certs) -> None:
+    """The Connect/HTTP port takes the gRPC port's TLS settings: no bearer key in the clear."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from service.api.http.server import create_http_server
+
+    tls_app = dataclasses.replace(
+        app, settings=app.settings.model_copy(update=_tls_settings(certs))
+    )
+    server = create_http_server(tls_app, "127.0.0.1", 0, ready=lambda: True)
+    try:
+        trusted = ssl.create_default_context(cafile=str(certs.ca))
+        url = f"https://127.0.0.1:{server.port}/healthz"
+        with urllib.request.urlopen(url, context=trusted, timeout=10) as reply:
+            assert reply.status == 200
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plaintext to TLS
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10)
+    finally:
+        server.stop(grace=0.5)

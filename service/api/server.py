@@ -46,6 +46,11 @@ class HealthMonitor:
         self._stop.set()
         self._set(False)
 
+    def serving(self) -> bool:
+        """Whether the health service reports the whole server SERVING."""
+        reply = self._servicer.Check(health_pb2.HealthCheckRequest(), None)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     def _set(self, serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -71,6 +76,10 @@ class RetrievalServer:
     def stop(self, grace: float = 5.0) -> None:
         self._monitor.stop()
         self.server.stop(grace).wait()
+
+    def serving(self) -> bool:
+        """Whether gRPC health says SERVING (the HTTP port's /readyz asks this)."""
+        return self._monitor.serving()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
