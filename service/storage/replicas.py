@@ -133,10 +133,6 @@ class ReadPools:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="replica-check", daemon=True)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._replicas)
-
     def start(self) -> None:
         """Check the replicas once (bounded by the check timeouts), then keep checking."""
         self.check()
