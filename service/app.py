@@ -13,6 +13,7 @@ from service.core.identity import Identity
 from service.core.ingestion import Ingestion
 from service.core.jwt_auth import TokenVerifier
 from service.core.lookup_cache import LookupCache
+from service.core.reembedding import Reembedding
 from service.core.retrieval import Retrieval
 from service.embedding.registry import ModelRegistry
 from service.embedding.worker import EmbeddingWorker, available_cores
@@ -50,11 +51,13 @@ class App:
     agents: Agents
     ingestion: Ingestion
     retrieval: Retrieval
+    reembedding: Reembedding
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings, *, load_models: bool = True) -> App:
-        """Start the database (embedded unless DATABASE_URL), migrate, open the pool and models."""
+    def open(cls, settings: Settings, *, load_models: bool = True, run_jobs: bool = True) -> App:
+        """Start the database (embedded unless DATABASE_URL), migrate, open the pool and models;
+        ``run_jobs``: resume the re-embedding jobs a restart interrupted."""
         # Models come from local folders only; never let a library reach for a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -101,7 +104,8 @@ class App:
             pool_max_size=settings.pool_max_size,
         )
         reads.start()
-        return cls(
+        reembedding = Reembedding(db, embeddings, settings, lookups.invalidate)
+        app = cls(
             settings=settings,
             embedded=embedded,
             db=db,
@@ -111,16 +115,21 @@ class App:
             listener=listener,
             reads=reads,
             identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
-            datastores=Datastores(db, models, settings, lookups),
+            datastores=Datastores(db, models, settings, lookups, reembedding),
             agents=Agents(db, lookups),
             ingestion=Ingestion(db, embeddings, settings, reads),
             retrieval=Retrieval(db, embeddings, settings, lookups, reads),
+            reembedding=reembedding,
         )
+        if run_jobs:
+            reembedding.resume_all()
+        return app
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self.reembedding.close()
         metrics.unwatch(self.db, self.embeddings)
         self.embeddings.stop()
         self.listener.stop()

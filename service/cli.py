@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = sub.add_parser("revoke-key", parents=[common], help="revoke keys by their prefix")
     revoke.add_argument("prefix", help="the key's first 12 characters (agr_ + 8)")
     revoke.set_defaults(fn=_with_identity)
+    from service import ops_cli
+
+    ops_cli.add_commands(sub, common, _settings)
     return parser
 
 

@@ -37,3 +37,8 @@ class ResourceExhausted(RetrievalError):
 
 class Unavailable(RetrievalError):
     """A dependency (database, model) cannot serve right now; retrying may help."""
+
+
+class ModelSwitched(Unavailable):
+    """The datastore's embedding model changed (a re-embedding switched over) while
+    the request was in progress; retrying reads the new settings."""

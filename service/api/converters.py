@@ -29,6 +29,7 @@ from service.models import (
     Metric,
     QueryResult,
     QuerySpec,
+    ReembedStatus,
     SearchMode,
     StoredChunk,
 )
@@ -168,6 +169,17 @@ def datastore(d: Datastore) -> pb.Datastore:
         updated_at=timestamp(d.updated_at),
         document_count=d.document_count,
         chunk_count=d.chunk_count,
+        reembed=None if d.reembed is None else reembed_status(d.reembed),
+    )
+
+
+def reembed_status(r: ReembedStatus) -> pb.ReembedStatus:
+    return pb.ReembedStatus(
+        state=r.state,
+        chunks_done=r.chunks_done,
+        chunks_total=r.chunks_total,
+        target_model=r.target_model,
+        error=r.error,
     )
 
 

@@ -9,6 +9,8 @@ from uuid import UUID
 from service.core import access
 from service.core.datastore_config import ConfigRequest, build_config
 from service.core.lookup_cache import LookupCache
+from service.core.reembed_rules import reembed_decision
+from service.core.reembedding import Reembedding
 from service.core.validation import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
@@ -20,6 +22,7 @@ from service.embedding.registry import ModelRegistry
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.models import (
     KNOWN_DATASTORE_TYPES,
+    NO_MODEL,
     SERVED_DATASTORE_TYPE,
     Datastore,
     DatastoreConfig,
@@ -30,6 +33,7 @@ from service.models import (
 from service.settings import Settings
 from service.storage import datastores as rows
 from service.storage import keyword, partitions
+from service.storage import reembed as reembed_rows
 from service.storage.database import Database
 from service.storage.pagination import page_size
 
@@ -91,12 +95,18 @@ def config_request_from(config: DatastoreConfig) -> ConfigRequest:
 
 class Datastores:
     def __init__(
-        self, db: Database, models: ModelRegistry, settings: Settings, lookups: LookupCache
+        self,
+        db: Database,
+        models: ModelRegistry,
+        settings: Settings,
+        lookups: LookupCache,
+        reembedding: Reembedding,
     ) -> None:
         self._db = db
         self._models = models
         self._settings = settings
         self._lookups = lookups
+        self._reembedding = reembedding
 
     def _check_name(self, name: str) -> str:
         name = check_text(name, "name", max_chars=MAX_NAME_CHARS).strip()
@@ -149,12 +159,14 @@ class Datastores:
         return datastore
 
     def get(self, principal: Principal, datastore_id: UUID, *, counts: bool = True) -> Datastore:
+        """The datastore, with its counts and its latest re-embedding job when ``counts``."""
         with self._db.connection() as conn:
             datastore = rows.get(conn, datastore_id, counts=counts)
+            job = reembed_rows.get_job(conn, datastore_id) if counts else None
         if datastore is None:
             raise NotFound(f"datastore {datastore_id} not found")
         access.check_datastore(principal, datastore)
-        return datastore
+        return dataclasses.replace(datastore, reembed=job)
 
     def list_page(self, principal: Principal, size: int, token: str) -> Page[Datastore]:
         owner = None if principal.is_service else principal.user_id
@@ -177,13 +189,18 @@ class Datastores:
             access.check_served(current)
             changes = self._top_level_changes(fields, paths)
             config = self._updated_config(current, fields, paths)
+            job = reembed_rows.get_job(conn, datastore_id, lock=True)
+            metric = Metric(str(changes.get("similarity_metric", current.metric)))
+            decision = reembed_decision(current, config, metric, paths, job)
+            if decision.cancel:
+                self._reembedding.cancel_in(conn, datastore_id)
+            config = decision.applied(config)
             if config.text_search_config != current.config.text_search_config:
                 config = _known_text_config(
                     config, keyword.resolve_text_config(conn, config.text_search_config)
                 )
             if config != current.config:
                 changes["config"] = config.to_json()
-            metric = Metric(str(changes.get("similarity_metric", current.metric)))
             updated = rows.update(conn, datastore_id, changes)
             if (
                 metric != current.metric
@@ -194,8 +211,14 @@ class Datastores:
                 partitions.rebuild_index(conn, datastore_id, metric, config.dimensions, config.hnsw)
             if config.text_search_config != current.config.text_search_config:
                 keyword.configure(conn, datastore_id, config.text_search_config)
+            if decision.start is not None:
+                job = self._reembedding.plan(conn, updated, decision.start)
+            elif decision.cancel:
+                job = reembed_rows.get_job(conn, datastore_id)
         self._lookups.invalidate()
-        return updated
+        if decision.start is not None:
+            self._reembedding.launch(datastore_id)
+        return dataclasses.replace(updated, reembed=job)
 
     def _top_level_changes(self, fields: DatastoreFields, paths: list[str]) -> dict[str, object]:
         changes: dict[str, object] = {}
@@ -226,17 +249,13 @@ class Datastores:
         else:
             chosen = {a for p in paths for a in _CONFIG_PATHS.get(p, ())}
             request = dataclasses.replace(request, **{a: getattr(fields.config, a) for a in chosen})
-        config = build_config(request, self._settings, self._models)
-        model_changed = (config.embedding_model, config.dimensions) != (
-            current.config.embedding_model,
-            current.config.dimensions,
-        )
-        if model_changed and current.chunk_count > 0:
-            raise FailedPrecondition(
-                f"datastore {current.id} holds {current.chunk_count} chunks: its embedding model "
-                "and dimensions cannot change; create a new datastore or delete its documents"
-            )
-        return config
+            if "dimensions" not in chosen and request.embedding_model not in (
+                current.config.embedding_model,
+                NO_MODEL,
+            ):
+                # Another model alone: its own dimensions, not the old model's.
+                request = dataclasses.replace(request, dimensions=0)
+        return build_config(request, self._settings, self._models)
 
     def delete(self, principal: Principal, datastore_id: UUID) -> None:
         with self._db.connection() as conn:
@@ -244,6 +263,7 @@ class Datastores:
             if current is None:
                 raise NotFound(f"datastore {datastore_id} not found")
             access.check_datastore(principal, current)
+            reembed_rows.drop_shadow(conn, datastore_id)
             partitions.drop_partition(conn, datastore_id)
             rows.delete(conn, datastore_id)
         self._lookups.invalidate()

@@ -15,10 +15,11 @@ from service.core import access
 from service.core.chunking import chunk_text
 from service.core.validation import check_metadata, check_text, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from service.errors import InvalidArgument, ModelSwitched, NotFound, ResourceExhausted, Unavailable
 from service.models import (
     NO_MODEL,
     Datastore,
+    DatastoreConfig,
     Document,
     DocumentInput,
     DocumentResult,
@@ -86,6 +87,16 @@ def unchanged_result(
     )
 
 
+def _check_model(datastore: Datastore, stored: DatastoreConfig) -> None:
+    """Refuse to write vectors of a model the datastore switched away from meanwhile."""
+    config = datastore.config
+    if (stored.embedding_model, stored.dimensions) != (config.embedding_model, config.dimensions):
+        raise ModelSwitched(
+            f"datastore {datastore.id} switched to embedding model {stored.embedding_model!r} "
+            "while these documents were embedded; send them again"
+        )
+
+
 @dataclass
 class _Piece:
     content: str
@@ -148,6 +159,16 @@ class Ingestion:
                 f"at most {self._settings.max_documents_per_request} documents per request; "
                 "send several requests or use StreamIngest"
             )
+        datastore = self._validated(principal, datastore_id, docs)
+        try:
+            return self.write(datastore, docs)
+        except ModelSwitched:
+            # A re-embedding switched the model after these were embedded: once more.
+            return self.write(self._validated(principal, datastore_id, docs), docs)
+
+    def _validated(
+        self, principal: Principal, datastore_id: UUID, docs: Sequence[DocumentInput]
+    ) -> Datastore:
         datastore = self.datastore_for_write(principal, datastore_id)
         seen: set[str] = set()
         for i, doc in enumerate(docs):
@@ -155,7 +176,7 @@ class Ingestion:
             if doc.external_id in seen:
                 raise InvalidArgument(f"documents[{i}].external_id {doc.external_id!r} is repeated")
             seen.add(doc.external_id)
-        return self.write(datastore, docs)
+        return datastore
 
     def validate(self, doc: DocumentInput, datastore: Datastore, where: str) -> None:
         """Raise InvalidArgument naming the field if ``doc`` cannot be stored as sent."""
@@ -259,12 +280,13 @@ class Ingestion:
     def store(self, datastore: Datastore, docs: Sequence[PreparedDocument]) -> list[DocumentResult]:
         """Write embedded documents in one transaction: all of them or none."""
         with self._db.connection() as conn:
-            # FOR SHARE: a concurrent delete or index rebuild waits for this write.
+            # FOR SHARE: a concurrent delete, index rebuild or model switch waits for this.
             locked = conn.execute(
-                "SELECT 1 FROM public.datastores WHERE id = %s FOR SHARE", (datastore.id,)
+                "SELECT config FROM public.datastores WHERE id = %s FOR SHARE", (datastore.id,)
             ).fetchone()
             if locked is None:
                 raise NotFound(f"datastore {datastore.id} was deleted")
+            _check_model(datastore, DatastoreConfig.from_json(locked[0] or {}))
             written = []
             results = []
             for p in docs:

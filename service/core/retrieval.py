@@ -12,7 +12,7 @@ from service.core import access, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, NotFound
+from service.errors import InvalidArgument, ModelSwitched, NotFound
 from service.models import (
     NO_MODEL,
     Datastore,
@@ -66,7 +66,13 @@ class Retrieval:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
-            result = self._query(principal, spec)
+            try:
+                result = self._query(principal, spec)
+            except ModelSwitched:
+                # A re-embedding switched a datastore between reading its settings and
+                # searching it: once more, with the settings read afresh.
+                self._lookups.invalidate()
+                result = self._query(principal, spec)
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result

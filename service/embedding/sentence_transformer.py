@@ -52,7 +52,11 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        encoded = self._tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
+        # The lock of ``embed`` too: a fast tokenizer's padding and truncation settings
+        # are shared state, and an ``encode`` running meanwhile broke its batches
+        # ("expected sequence of length 16 at dim 1 (got 18)").
+        with self._lock:
+            encoded = self._tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
         return [(int(a), int(b)) for a, b in encoded["offset_mapping"]]

@@ -128,20 +128,27 @@ class EmbeddingWorker:
             self._bulk.clear()
 
     def embed(
-        self, model: str, texts: Sequence[str], *, alone: bool = False, kind: str = "ingest"
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        alone: bool = False,
+        kind: str = "ingest",
+        bulk: bool = False,
     ) -> Vector:
         """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users).
 
         ``alone``: no other query is in flight, so none could share the run: when no
         model is running, run on this thread. ``kind`` ('query' or 'ingest') labels
-        the run in the metrics.
+        the run in the metrics. ``bulk``: background work (re-embedding), queued behind
+        queries however few its texts.
         """
         if self._stopped:
             raise Unavailable(_SHUTTING_DOWN)
         embedder = self.registry.get(model)
         if not texts:
             return np.zeros((0, embedder.dimensions), dtype=np.float32)
-        small = len(texts) <= self._batch_size
+        small = len(texts) <= self._batch_size and not bulk
         if alone and small and self._claim_if_idle():
             started = time.perf_counter()
             try:

@@ -9,7 +9,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from service.errors import ResourceExhausted, Unavailable
+from service.errors import ModelSwitched, ResourceExhausted, Unavailable
 
 
 def _configure(conn: psycopg.Connection) -> None:
@@ -62,6 +62,12 @@ class Database:
                 yield conn
         except PoolTimeout as e:
             raise Unavailable("database busy: no free connection, retry shortly") from e
+        except psycopg.errors.DataException as e:
+            # pgvector's "expected 384 dimensions, not 256": vectors of one model met a
+            # datastore a re-embedding switched to another (checked inputs never do).
+            if "dimensions" in str(e):
+                raise ModelSwitched(f"the datastore's vectors changed dimensions: {e}") from e
+            raise
         except psycopg.OperationalError as e:
             if e.sqlstate is not None and e.sqlstate.startswith("54"):
                 # program_limit_exceeded & co: this request's data, not the database's health

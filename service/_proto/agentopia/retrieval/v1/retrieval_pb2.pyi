@@ -219,6 +219,7 @@ class Datastore(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     DOCUMENT_COUNT_FIELD_NUMBER: _builtins.int
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
+    REEMBED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     user_id: _builtins.str
     name: _builtins.str
@@ -236,6 +237,12 @@ class Datastore(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reembed(self) -> Global___ReembedStatus:
+        """The latest re-embedding job (a change of config.embedding_model of a non-empty
+        datastore); unset when there never was one. Filled by GetDatastore and UpdateDatastore.
+        """
+
     def __init__(
         self,
         *,
@@ -252,14 +259,50 @@ class Datastore(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         document_count: _builtins.int = ...,
         chunk_count: _builtins.int = ...,
+        reembed: Global___ReembedStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "created_at", b"created_at", "reembed", b"reembed", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "config", b"config", "created_at", b"created_at", "description", b"description", "document_count", b"document_count", "id", b"id", "max_results", b"max_results", "name", b"name", "similarity_metric", b"similarity_metric", "similarity_threshold", b"similarity_threshold", "type", b"type", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "config", b"config", "created_at", b"created_at", "description", b"description", "document_count", b"document_count", "id", b"id", "max_results", b"max_results", "name", b"name", "reembed", b"reembed", "similarity_metric", b"similarity_metric", "similarity_threshold", b"similarity_threshold", "type", b"type", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Datastore: _TypeAlias = Datastore  # noqa: Y015
+
+@_typing.final
+class ReembedStatus(_message.Message):
+    """Progress of a re-embedding job. state: copying | indexing | switching (running;
+    queries use the old model until the switch) | done | failed | cancelled.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    CHUNKS_DONE_FIELD_NUMBER: _builtins.int
+    CHUNKS_TOTAL_FIELD_NUMBER: _builtins.int
+    TARGET_MODEL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    chunks_done: _builtins.int
+    chunks_total: _builtins.int
+    target_model: _builtins.str
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        chunks_done: _builtins.int = ...,
+        chunks_total: _builtins.int = ...,
+        target_model: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks_done", b"chunks_done", "chunks_total", b"chunks_total", "error", b"error", "state", b"state", "target_model", b"target_model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReembedStatus: _TypeAlias = ReembedStatus  # noqa: Y015
 
 @_typing.final
 class CreateDatastoreRequest(_message.Message):

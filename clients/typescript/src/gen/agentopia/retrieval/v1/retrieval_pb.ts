@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentopia/retrieval/v1/retrieval.proto.
  */
 export const file_agentopia_retrieval_v1_retrieval: GenFile = /*@__PURE__*/
-  fileDesc("CiZhZ2VudG9waWEvcmV0cmlldmFsL3YxL3JldHJpZXZhbC5wcm90bxIWYWdlbnRvcGlhLnJldHJpZXZhbC52MSJDCgpIbnN3Q29uZmlnEgkKAW0YASABKAUSFwoPZWZfY29uc3RydWN0aW9uGAIgASgFEhEKCWVmX3NlYXJjaBgDIAEoBSKaAwoPRGF0YXN0b3JlQ29uZmlnEhcKD2VtYmVkZGluZ19tb2RlbBgBIAEoCRISCgpkaW1lbnNpb25zGAIgASgFEhIKCmNodW5rX3NpemUYAyABKAUSGgoNY2h1bmtfb3ZlcmxhcBgEIAEoBUgAiAEBEjcKC3NlYXJjaF9tb2RlGAUgASgOMiIuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5TZWFyY2hNb2RlEjAKBGhuc3cYBiABKAsyIi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkhuc3dDb25maWcSJAoXbG93X2NvbmZpZGVuY2VfZmFsbGJhY2sYByABKAhIAYgBARIaChJ0ZXh0X3NlYXJjaF9jb25maWcYCCABKAkSDQoFcnJmX2sYCSABKAUSFAoHYm0yNV9rMRgKIAEoAUgCiAEBEhMKBmJtMjVfYhgLIAEoAUgDiAEBQhAKDl9jaHVua19vdmVybGFwQhoKGF9sb3dfY29uZmlkZW5jZV9mYWxsYmFja0IKCghfYm0yNV9rMUIJCgdfYm0yNV9iIpcDCglEYXRhc3RvcmUSCgoCaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhMKC2Rlc2NyaXB0aW9uGAQgASgJEgwKBHR5cGUYBSABKAkSNwoGY29uZmlnGAYgASgLMicuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmVDb25maWcSQwoRc2ltaWxhcml0eV9tZXRyaWMYByABKA4yKC5hZ2VudG9waWEucmV0cmlldmFsLnYxLlNpbWlsYXJpdHlNZXRyaWMSHAoUc2ltaWxhcml0eV90aHJlc2hvbGQYCCABKAESEwoLbWF4X3Jlc3VsdHMYCSABKAUSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZG9jdW1lbnRfY291bnQYDCABKAMSEwoLY2h1bmtfY291bnQYDSABKAMirQIKFkNyZWF0ZURhdGFzdG9yZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIMCgR0eXBlGAMgASgJEjcKBmNvbmZpZxgEIAEoCzInLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlQ29uZmlnEkMKEXNpbWlsYXJpdHlfbWV0cmljGAUgASgOMiguYWdlbnRvcGlhLnJldHJpZXZhbC52MS5TaW1pbGFyaXR5TWV0cmljEiEKFHNpbWlsYXJpdHlfdGhyZXNob2xkGAYgASgBSACIAQESGAoLbWF4X3Jlc3VsdHMYByABKAVIAYgBAUIXChVfc2ltaWxhcml0eV90aHJlc2hvbGRCDgoMX21heF9yZXN1bHRzIiEKE0dldERhdGFzdG9yZVJlcXVlc3QSCgoCaWQYASABKAkiPgoVTGlzdERhdGFzdG9yZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImgKFkxpc3REYXRhc3RvcmVzUmVzcG9uc2USNQoKZGF0YXN0b3JlcxgBIAMoCzIhLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/ChZVcGRhdGVEYXRhc3RvcmVSZXF1ZXN0EjQKCWRhdGFzdG9yZRgBIAEoCzIhLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIkChZEZWxldGVEYXRhc3RvcmVSZXF1ZXN0EgoKAmlkGAEgASgJIioKF0RlbGV0ZURhdGFzdG9yZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgi9AEKBUFnZW50EgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIbChNzeXN0ZW1faW5zdHJ1Y3Rpb25zGAUgASgJEh4KFmFzc2lzdGFudF9pbnN0cnVjdGlvbnMYBiABKAkSDgoGYWN0aXZlGAcgASgIEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoQBChJDcmVhdGVBZ2VudFJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIbChNzeXN0ZW1faW5zdHJ1Y3Rpb25zGAMgASgJEh4KFmFzc2lzdGFudF9pbnN0cnVjdGlvbnMYBCABKAkSDgoGYWN0aXZlGAUgASgIIh0KD0dldEFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJcChJMaXN0QWdlbnRzUmVzcG9uc2USLQoGYWdlbnRzGAEgAygLMh0uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIAoSRGVsZXRlQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIiYKE0RlbGV0ZUFnZW50UmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJ0Cg5BZ2VudERhdGFzdG9yZRIKCgJpZBgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIUCgxkYXRhc3RvcmVfaWQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQAoWQXR0YWNoRGF0YXN0b3JlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgxkYXRhc3RvcmVfaWQYAiABKAkiQAoWRGV0YWNoRGF0YXN0b3JlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgxkYXRhc3RvcmVfaWQYAiABKAkiKwoXRGV0YWNoRGF0YXN0b3JlUmVzcG9uc2USEAoIZGV0YWNoZWQYASABKAgiLgoaTGlzdEFnZW50RGF0YXN0b3Jlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiiwEKG0xpc3RBZ2VudERhdGFzdG9yZXNSZXNwb25zZRI1CgVsaW5rcxgBIAMoCzImLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnREYXRhc3RvcmUSNQoKZGF0YXN0b3JlcxgCIAMoCzIhLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlIlgKCkNodW5rSW5wdXQSDwoHY29udGVudBgBIAEoCRIOCgZ2ZWN0b3IYAiADKAISKQoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IrABCg1Eb2N1bWVudElucHV0EhMKC2V4dGVybmFsX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEg4KBnNvdXJjZRgDIAEoCRIMCgR0ZXh0GAQgASgJEjIKBmNodW5rcxgFIAMoCzIiLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQ2h1bmtJbnB1dBIpCghtZXRhZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QirwEKDkRvY3VtZW50UmVzdWx0EhMKC2V4dGVybmFsX2lkGAEgASgJEhMKC2RvY3VtZW50X2lkGAIgASgJEjQKBnN0YXR1cxgDIAEoDjIkLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSW5nZXN0U3RhdHVzEhMKC2NodW5rX2NvdW50GAQgASgFEg0KBWVycm9yGAUgASgJEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAYgASgJImgKFkluZ2VzdERvY3VtZW50c1JlcXVlc3QSFAoMZGF0YXN0b3JlX2lkGAEgASgJEjgKCWRvY3VtZW50cxgCIAMoCzIlLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRG9jdW1lbnRJbnB1dCJtChdJbmdlc3REb2N1bWVudHNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudFJlc3VsdBIZChFjb25zaXN0ZW5jeV90b2tlbhgCIAEoCSJkChNTdHJlYW1Jbmdlc3RSZXF1ZXN0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRI3Cghkb2N1bWVudBgCIAEoCzIlLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRG9jdW1lbnRJbnB1dCKYAgoIRG9jdW1lbnQSCgoCaWQYASABKAkSFAoMZGF0YXN0b3JlX2lkGAIgASgJEhMKC2V4dGVybmFsX2lkGAMgASgJEg0KBXRpdGxlGAQgASgJEg4KBnNvdXJjZRgFIAEoCRIWCg5jb250ZW50X3NoYTI1NhgGIAEoCRIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoLY2h1bmtfY291bnQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAieQoFQ2h1bmsSCgoCaWQYASABKAMSEwoLY2h1bmtfaW5kZXgYAiABKAUSDwoHY29udGVudBgDIAEoCRIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoLdG9rZW5fY291bnQYBSABKAUiVwoSR2V0RG9jdW1lbnRSZXF1ZXN0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRIWCg5pbmNsdWRlX2NodW5rcxgDIAEoCCJ4ChNHZXREb2N1bWVudFJlc3BvbnNlEjIKCGRvY3VtZW50GAEgASgLMiAuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudBItCgZjaHVua3MYAiADKAsyHS5hZ2VudG9waWEucmV0cmlldmFsLnYxLkNodW5rIlMKFExpc3REb2N1bWVudHNSZXF1ZXN0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJlChVMaXN0RG9jdW1lbnRzUmVzcG9uc2USMwoJZG9jdW1lbnRzGAEgAygLMiAuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRAoWRGVsZXRlRG9jdW1lbnRzUmVxdWVzdBIUCgxkYXRhc3RvcmVfaWQYASABKAkSFAoMZXh0ZXJuYWxfaWRzGAIgAygJIkMKF0RlbGV0ZURvY3VtZW50c1Jlc3BvbnNlEhUKDWRlbGV0ZWRfY291bnQYASABKAUSEQoJbm90X2ZvdW5kGAIgAygJIhsKDERhdGFzdG9yZUlkcxILCgNpZHMYASADKAkivwMKDFF1ZXJ5UmVxdWVzdBI6CgpkYXRhc3RvcmVzGAEgASgLMiQuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmVJZHNIABISCghhZ2VudF9pZBgCIAEoCUgAEg4KBHRleHQYAyABKAlIARI1CgZ2ZWN0b3IYBCABKAsyIy5hZ2VudG9waWEucmV0cmlldmFsLnYxLlF1ZXJ5VmVjdG9ySAESGAoLbWF4X3Jlc3VsdHMYBSABKAVIAogBARIhChRzaW1pbGFyaXR5X3RocmVzaG9sZBgGIAEoAUgDiAEBEicKBmZpbHRlchgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoEbW9kZRgIIAEoDjIiLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuU2VhcmNoTW9kZRIaChJkaXN0aW5jdF9kb2N1bWVudHMYCSABKAgSDQoFZXhhY3QYCiABKAgSGQoRY29uc2lzdGVuY3lfdG9rZW4YCyABKAlCCAoGdGFyZ2V0QgcKBXF1ZXJ5Qg4KDF9tYXhfcmVzdWx0c0IXChVfc2ltaWxhcml0eV90aHJlc2hvbGQiHQoLUXVlcnlWZWN0b3ISDgoGdmFsdWVzGAEgAygCIssCCgNIaXQSFAoMZGF0YXN0b3JlX2lkGAEgASgJEhMKC2RvY3VtZW50X2lkGAIgASgJEhMKC2V4dGVybmFsX2lkGAMgASgJEhAKCGNodW5rX2lkGAQgASgDEhMKC2NodW5rX2luZGV4GAUgASgFEg0KBXRpdGxlGAYgASgJEg8KB2NvbnRlbnQYByABKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBXNjb3JlGAkgASgBEhAKCGRpc3RhbmNlGAogASgBEhcKD2JlbG93X3RocmVzaG9sZBgLIAEoCBIZCgx2ZWN0b3Jfc2NvcmUYDCABKAFIAIgBARIaCg1rZXl3b3JkX3Njb3JlGA0gASgBSAGIAQFCDwoNX3ZlY3Rvcl9zY29yZUIQCg5fa2V5d29yZF9zY29yZSKfAgoPRGF0YXN0b3JlUmVwb3J0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRJDChFzaW1pbGFyaXR5X21ldHJpYxgCIAEoDjIoLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuU2ltaWxhcml0eU1ldHJpYxIcChRzaW1pbGFyaXR5X3RocmVzaG9sZBgDIAEoARITCgttYXhfcmVzdWx0cxgEIAEoBRIRCgloaXRfY291bnQYBSABKAUSEAoIZmFsbGJhY2sYBiABKAgSMAoEbW9kZRgHIAEoDjIiLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuU2VhcmNoTW9kZRIPCgdza2lwcGVkGAggASgIEhYKDnNraXBwZWRfcmVhc29uGAkgASgJIncKDVF1ZXJ5UmVzcG9uc2USKQoEaGl0cxgBIAMoCzIbLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSGl0EjsKCmRhdGFzdG9yZXMYAiADKAsyJy5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRhdGFzdG9yZVJlcG9ydCpoChBTaW1pbGFyaXR5TWV0cmljEiEKHVNJTUlMQVJJVFlfTUVUUklDX1VOU1BFQ0lGSUVEEAASCgoGQ09TSU5FEAESDQoJRVVDTElERUFOEAISBwoDRE9UEAMSDQoJTUFOSEFUVEFOEAQqTgoKU2VhcmNoTW9kZRIbChdTRUFSQ0hfTU9ERV9VTlNQRUNJRklFRBAAEgoKBlZFQ1RPUhABEgoKBkhZQlJJRBACEgsKB0tFWVdPUkQQAypiCgxJbmdlc3RTdGF0dXMSHQoZSU5HRVNUX1NUQVRVU19VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARILCgdVUERBVEVEEAISDQoJVU5DSEFOR0VEEAMSCgoGRkFJTEVEEAQyowQKEERhdGFzdG9yZVNlcnZpY2USZAoPQ3JlYXRlRGF0YXN0b3JlEi4uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5DcmVhdGVEYXRhc3RvcmVSZXF1ZXN0GiEuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmUSXgoMR2V0RGF0YXN0b3JlEisuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5HZXREYXRhc3RvcmVSZXF1ZXN0GiEuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmUSbwoOTGlzdERhdGFzdG9yZXMSLS5hZ2VudG9waWEucmV0cmlldmFsLnYxLkxpc3REYXRhc3RvcmVzUmVxdWVzdBouLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdERhdGFzdG9yZXNSZXNwb25zZRJkCg9VcGRhdGVEYXRhc3RvcmUSLi5hZ2VudG9waWEucmV0cmlldmFsLnYxLlVwZGF0ZURhdGFzdG9yZVJlcXVlc3QaIS5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRhdGFzdG9yZRJyCg9EZWxldGVEYXRhc3RvcmUSLi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRlbGV0ZURhdGFzdG9yZVJlcXVlc3QaLy5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRlbGV0ZURhdGFzdG9yZVJlc3BvbnNlMugFCgxBZ2VudFNlcnZpY2USWAoLQ3JlYXRlQWdlbnQSKi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkNyZWF0ZUFnZW50UmVxdWVzdBodLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnQSUgoIR2V0QWdlbnQSJy5hZ2VudG9waWEucmV0cmlldmFsLnYxLkdldEFnZW50UmVxdWVzdBodLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnQSYwoKTGlzdEFnZW50cxIpLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdEFnZW50c1JlcXVlc3QaKi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJmCgtEZWxldGVBZ2VudBIqLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGVsZXRlQWdlbnRSZXF1ZXN0GisuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EZWxldGVBZ2VudFJlc3BvbnNlEmkKD0F0dGFjaERhdGFzdG9yZRIuLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQXR0YWNoRGF0YXN0b3JlUmVxdWVzdBomLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnREYXRhc3RvcmUScgoPRGV0YWNoRGF0YXN0b3JlEi4uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EZXRhY2hEYXRhc3RvcmVSZXF1ZXN0Gi8uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EZXRhY2hEYXRhc3RvcmVSZXNwb25zZRJ+ChNMaXN0QWdlbnREYXRhc3RvcmVzEjIuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5MaXN0QWdlbnREYXRhc3RvcmVzUmVxdWVzdBozLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdEFnZW50RGF0YXN0b3Jlc1Jlc3BvbnNlMrYECg1Jbmdlc3RTZXJ2aWNlEnIKD0luZ2VzdERvY3VtZW50cxIuLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSW5nZXN0RG9jdW1lbnRzUmVxdWVzdBovLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSW5nZXN0RG9jdW1lbnRzUmVzcG9uc2USZwoMU3RyZWFtSW5nZXN0EisuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5TdHJlYW1Jbmdlc3RSZXF1ZXN0GiYuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudFJlc3VsdCgBMAESZgoLR2V0RG9jdW1lbnQSKi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkdldERvY3VtZW50UmVxdWVzdBorLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuR2V0RG9jdW1lbnRSZXNwb25zZRJsCg1MaXN0RG9jdW1lbnRzEiwuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5MaXN0RG9jdW1lbnRzUmVxdWVzdBotLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdERvY3VtZW50c1Jlc3BvbnNlEnIKD0RlbGV0ZURvY3VtZW50cxIuLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGVsZXRlRG9jdW1lbnRzUmVxdWVzdBovLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGVsZXRlRG9jdW1lbnRzUmVzcG9uc2UyaAoQUmV0cmlldmFsU2VydmljZRJUCgVRdWVyeRIkLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuUXVlcnlSZXF1ZXN0GiUuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5RdWVyeVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiZhZ2VudG9waWEvcmV0cmlldmFsL3YxL3JldHJpZXZhbC5wcm90bxIWYWdlbnRvcGlhLnJldHJpZXZhbC52MSJDCgpIbnN3Q29uZmlnEgkKAW0YASABKAUSFwoPZWZfY29uc3RydWN0aW9uGAIgASgFEhEKCWVmX3NlYXJjaBgDIAEoBSKaAwoPRGF0YXN0b3JlQ29uZmlnEhcKD2VtYmVkZGluZ19tb2RlbBgBIAEoCRISCgpkaW1lbnNpb25zGAIgASgFEhIKCmNodW5rX3NpemUYAyABKAUSGgoNY2h1bmtfb3ZlcmxhcBgEIAEoBUgAiAEBEjcKC3NlYXJjaF9tb2RlGAUgASgOMiIuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5TZWFyY2hNb2RlEjAKBGhuc3cYBiABKAsyIi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkhuc3dDb25maWcSJAoXbG93X2NvbmZpZGVuY2VfZmFsbGJhY2sYByABKAhIAYgBARIaChJ0ZXh0X3NlYXJjaF9jb25maWcYCCABKAkSDQoFcnJmX2sYCSABKAUSFAoHYm0yNV9rMRgKIAEoAUgCiAEBEhMKBmJtMjVfYhgLIAEoAUgDiAEBQhAKDl9jaHVua19vdmVybGFwQhoKGF9sb3dfY29uZmlkZW5jZV9mYWxsYmFja0IKCghfYm0yNV9rMUIJCgdfYm0yNV9iIs8DCglEYXRhc3RvcmUSCgoCaWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEhMKC2Rlc2NyaXB0aW9uGAQgASgJEgwKBHR5cGUYBSABKAkSNwoGY29uZmlnGAYgASgLMicuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmVDb25maWcSQwoRc2ltaWxhcml0eV9tZXRyaWMYByABKA4yKC5hZ2VudG9waWEucmV0cmlldmFsLnYxLlNpbWlsYXJpdHlNZXRyaWMSHAoUc2ltaWxhcml0eV90aHJlc2hvbGQYCCABKAESEwoLbWF4X3Jlc3VsdHMYCSABKAUSLgoKY3JlYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZG9jdW1lbnRfY291bnQYDCABKAMSEwoLY2h1bmtfY291bnQYDSABKAMSNgoHcmVlbWJlZBgOIAEoCzIlLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuUmVlbWJlZFN0YXR1cyJuCg1SZWVtYmVkU3RhdHVzEg0KBXN0YXRlGAEgASgJEhMKC2NodW5rc19kb25lGAIgASgDEhQKDGNodW5rc190b3RhbBgDIAEoAxIUCgx0YXJnZXRfbW9kZWwYBCABKAkSDQoFZXJyb3IYBSABKAkirQIKFkNyZWF0ZURhdGFzdG9yZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIMCgR0eXBlGAMgASgJEjcKBmNvbmZpZxgEIAEoCzInLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlQ29uZmlnEkMKEXNpbWlsYXJpdHlfbWV0cmljGAUgASgOMiguYWdlbnRvcGlhLnJldHJpZXZhbC52MS5TaW1pbGFyaXR5TWV0cmljEiEKFHNpbWlsYXJpdHlfdGhyZXNob2xkGAYgASgBSACIAQESGAoLbWF4X3Jlc3VsdHMYByABKAVIAYgBAUIXChVfc2ltaWxhcml0eV90aHJlc2hvbGRCDgoMX21heF9yZXN1bHRzIiEKE0dldERhdGFzdG9yZVJlcXVlc3QSCgoCaWQYASABKAkiPgoVTGlzdERhdGFzdG9yZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImgKFkxpc3REYXRhc3RvcmVzUmVzcG9uc2USNQoKZGF0YXN0b3JlcxgBIAMoCzIhLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ/ChZVcGRhdGVEYXRhc3RvcmVSZXF1ZXN0EjQKCWRhdGFzdG9yZRgBIAEoCzIhLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzayIkChZEZWxldGVEYXRhc3RvcmVSZXF1ZXN0EgoKAmlkGAEgASgJIioKF0RlbGV0ZURhdGFzdG9yZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgi9AEKBUFnZW50EgoKAmlkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIbChNzeXN0ZW1faW5zdHJ1Y3Rpb25zGAUgASgJEh4KFmFzc2lzdGFudF9pbnN0cnVjdGlvbnMYBiABKAkSDgoGYWN0aXZlGAcgASgIEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoQBChJDcmVhdGVBZ2VudFJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIbChNzeXN0ZW1faW5zdHJ1Y3Rpb25zGAMgASgJEh4KFmFzc2lzdGFudF9pbnN0cnVjdGlvbnMYBCABKAkSDgoGYWN0aXZlGAUgASgIIh0KD0dldEFnZW50UmVxdWVzdBIKCgJpZBgBIAEoCSI6ChFMaXN0QWdlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJcChJMaXN0QWdlbnRzUmVzcG9uc2USLQoGYWdlbnRzGAEgAygLMh0uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5BZ2VudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIAoSRGVsZXRlQWdlbnRSZXF1ZXN0EgoKAmlkGAEgASgJIiYKE0RlbGV0ZUFnZW50UmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCJ0Cg5BZ2VudERhdGFzdG9yZRIKCgJpZBgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIUCgxkYXRhc3RvcmVfaWQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQAoWQXR0YWNoRGF0YXN0b3JlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgxkYXRhc3RvcmVfaWQYAiABKAkiQAoWRGV0YWNoRGF0YXN0b3JlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgxkYXRhc3RvcmVfaWQYAiABKAkiKwoXRGV0YWNoRGF0YXN0b3JlUmVzcG9uc2USEAoIZGV0YWNoZWQYASABKAgiLgoaTGlzdEFnZW50RGF0YXN0b3Jlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiiwEKG0xpc3RBZ2VudERhdGFzdG9yZXNSZXNwb25zZRI1CgVsaW5rcxgBIAMoCzImLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnREYXRhc3RvcmUSNQoKZGF0YXN0b3JlcxgCIAMoCzIhLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGF0YXN0b3JlIlgKCkNodW5rSW5wdXQSDwoHY29udGVudBgBIAEoCRIOCgZ2ZWN0b3IYAiADKAISKQoIbWV0YWRhdGEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IrABCg1Eb2N1bWVudElucHV0EhMKC2V4dGVybmFsX2lkGAEgASgJEg0KBXRpdGxlGAIgASgJEg4KBnNvdXJjZRgDIAEoCRIMCgR0ZXh0GAQgASgJEjIKBmNodW5rcxgFIAMoCzIiLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQ2h1bmtJbnB1dBIpCghtZXRhZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QirwEKDkRvY3VtZW50UmVzdWx0EhMKC2V4dGVybmFsX2lkGAEgASgJEhMKC2RvY3VtZW50X2lkGAIgASgJEjQKBnN0YXR1cxgDIAEoDjIkLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSW5nZXN0U3RhdHVzEhMKC2NodW5rX2NvdW50GAQgASgFEg0KBWVycm9yGAUgASgJEhkKEWNvbnNpc3RlbmN5X3Rva2VuGAYgASgJImgKFkluZ2VzdERvY3VtZW50c1JlcXVlc3QSFAoMZGF0YXN0b3JlX2lkGAEgASgJEjgKCWRvY3VtZW50cxgCIAMoCzIlLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRG9jdW1lbnRJbnB1dCJtChdJbmdlc3REb2N1bWVudHNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudFJlc3VsdBIZChFjb25zaXN0ZW5jeV90b2tlbhgCIAEoCSJkChNTdHJlYW1Jbmdlc3RSZXF1ZXN0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRI3Cghkb2N1bWVudBgCIAEoCzIlLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRG9jdW1lbnRJbnB1dCKYAgoIRG9jdW1lbnQSCgoCaWQYASABKAkSFAoMZGF0YXN0b3JlX2lkGAIgASgJEhMKC2V4dGVybmFsX2lkGAMgASgJEg0KBXRpdGxlGAQgASgJEg4KBnNvdXJjZRgFIAEoCRIWCg5jb250ZW50X3NoYTI1NhgGIAEoCRIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoLY2h1bmtfY291bnQYCCABKAUSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAieQoFQ2h1bmsSCgoCaWQYASABKAMSEwoLY2h1bmtfaW5kZXgYAiABKAUSDwoHY29udGVudBgDIAEoCRIpCghtZXRhZGF0YRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEwoLdG9rZW5fY291bnQYBSABKAUiVwoSR2V0RG9jdW1lbnRSZXF1ZXN0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRITCgtleHRlcm5hbF9pZBgCIAEoCRIWCg5pbmNsdWRlX2NodW5rcxgDIAEoCCJ4ChNHZXREb2N1bWVudFJlc3BvbnNlEjIKCGRvY3VtZW50GAEgASgLMiAuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudBItCgZjaHVua3MYAiADKAsyHS5hZ2VudG9waWEucmV0cmlldmFsLnYxLkNodW5rIlMKFExpc3REb2N1bWVudHNSZXF1ZXN0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJlChVMaXN0RG9jdW1lbnRzUmVzcG9uc2USMwoJZG9jdW1lbnRzGAEgAygLMiAuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiRAoWRGVsZXRlRG9jdW1lbnRzUmVxdWVzdBIUCgxkYXRhc3RvcmVfaWQYASABKAkSFAoMZXh0ZXJuYWxfaWRzGAIgAygJIkMKF0RlbGV0ZURvY3VtZW50c1Jlc3BvbnNlEhUKDWRlbGV0ZWRfY291bnQYASABKAUSEQoJbm90X2ZvdW5kGAIgAygJIhsKDERhdGFzdG9yZUlkcxILCgNpZHMYASADKAkivwMKDFF1ZXJ5UmVxdWVzdBI6CgpkYXRhc3RvcmVzGAEgASgLMiQuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmVJZHNIABISCghhZ2VudF9pZBgCIAEoCUgAEg4KBHRleHQYAyABKAlIARI1CgZ2ZWN0b3IYBCABKAsyIy5hZ2VudG9waWEucmV0cmlldmFsLnYxLlF1ZXJ5VmVjdG9ySAESGAoLbWF4X3Jlc3VsdHMYBSABKAVIAogBARIhChRzaW1pbGFyaXR5X3RocmVzaG9sZBgGIAEoAUgDiAEBEicKBmZpbHRlchgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoEbW9kZRgIIAEoDjIiLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuU2VhcmNoTW9kZRIaChJkaXN0aW5jdF9kb2N1bWVudHMYCSABKAgSDQoFZXhhY3QYCiABKAgSGQoRY29uc2lzdGVuY3lfdG9rZW4YCyABKAlCCAoGdGFyZ2V0QgcKBXF1ZXJ5Qg4KDF9tYXhfcmVzdWx0c0IXChVfc2ltaWxhcml0eV90aHJlc2hvbGQiHQoLUXVlcnlWZWN0b3ISDgoGdmFsdWVzGAEgAygCIssCCgNIaXQSFAoMZGF0YXN0b3JlX2lkGAEgASgJEhMKC2RvY3VtZW50X2lkGAIgASgJEhMKC2V4dGVybmFsX2lkGAMgASgJEhAKCGNodW5rX2lkGAQgASgDEhMKC2NodW5rX2luZGV4GAUgASgFEg0KBXRpdGxlGAYgASgJEg8KB2NvbnRlbnQYByABKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg0KBXNjb3JlGAkgASgBEhAKCGRpc3RhbmNlGAogASgBEhcKD2JlbG93X3RocmVzaG9sZBgLIAEoCBIZCgx2ZWN0b3Jfc2NvcmUYDCABKAFIAIgBARIaCg1rZXl3b3JkX3Njb3JlGA0gASgBSAGIAQFCDwoNX3ZlY3Rvcl9zY29yZUIQCg5fa2V5d29yZF9zY29yZSKfAgoPRGF0YXN0b3JlUmVwb3J0EhQKDGRhdGFzdG9yZV9pZBgBIAEoCRJDChFzaW1pbGFyaXR5X21ldHJpYxgCIAEoDjIoLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuU2ltaWxhcml0eU1ldHJpYxIcChRzaW1pbGFyaXR5X3RocmVzaG9sZBgDIAEoARITCgttYXhfcmVzdWx0cxgEIAEoBRIRCgloaXRfY291bnQYBSABKAUSEAoIZmFsbGJhY2sYBiABKAgSMAoEbW9kZRgHIAEoDjIiLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuU2VhcmNoTW9kZRIPCgdza2lwcGVkGAggASgIEhYKDnNraXBwZWRfcmVhc29uGAkgASgJIncKDVF1ZXJ5UmVzcG9uc2USKQoEaGl0cxgBIAMoCzIbLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSGl0EjsKCmRhdGFzdG9yZXMYAiADKAsyJy5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRhdGFzdG9yZVJlcG9ydCpoChBTaW1pbGFyaXR5TWV0cmljEiEKHVNJTUlMQVJJVFlfTUVUUklDX1VOU1BFQ0lGSUVEEAASCgoGQ09TSU5FEAESDQoJRVVDTElERUFOEAISBwoDRE9UEAMSDQoJTUFOSEFUVEFOEAQqTgoKU2VhcmNoTW9kZRIbChdTRUFSQ0hfTU9ERV9VTlNQRUNJRklFRBAAEgoKBlZFQ1RPUhABEgoKBkhZQlJJRBACEgsKB0tFWVdPUkQQAypiCgxJbmdlc3RTdGF0dXMSHQoZSU5HRVNUX1NUQVRVU19VTlNQRUNJRklFRBAAEgsKB0NSRUFURUQQARILCgdVUERBVEVEEAISDQoJVU5DSEFOR0VEEAMSCgoGRkFJTEVEEAQyowQKEERhdGFzdG9yZVNlcnZpY2USZAoPQ3JlYXRlRGF0YXN0b3JlEi4uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5DcmVhdGVEYXRhc3RvcmVSZXF1ZXN0GiEuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmUSXgoMR2V0RGF0YXN0b3JlEisuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5HZXREYXRhc3RvcmVSZXF1ZXN0GiEuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EYXRhc3RvcmUSbwoOTGlzdERhdGFzdG9yZXMSLS5hZ2VudG9waWEucmV0cmlldmFsLnYxLkxpc3REYXRhc3RvcmVzUmVxdWVzdBouLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdERhdGFzdG9yZXNSZXNwb25zZRJkCg9VcGRhdGVEYXRhc3RvcmUSLi5hZ2VudG9waWEucmV0cmlldmFsLnYxLlVwZGF0ZURhdGFzdG9yZVJlcXVlc3QaIS5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRhdGFzdG9yZRJyCg9EZWxldGVEYXRhc3RvcmUSLi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRlbGV0ZURhdGFzdG9yZVJlcXVlc3QaLy5hZ2VudG9waWEucmV0cmlldmFsLnYxLkRlbGV0ZURhdGFzdG9yZVJlc3BvbnNlMugFCgxBZ2VudFNlcnZpY2USWAoLQ3JlYXRlQWdlbnQSKi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkNyZWF0ZUFnZW50UmVxdWVzdBodLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnQSUgoIR2V0QWdlbnQSJy5hZ2VudG9waWEucmV0cmlldmFsLnYxLkdldEFnZW50UmVxdWVzdBodLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnQSYwoKTGlzdEFnZW50cxIpLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdEFnZW50c1JlcXVlc3QaKi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJmCgtEZWxldGVBZ2VudBIqLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGVsZXRlQWdlbnRSZXF1ZXN0GisuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EZWxldGVBZ2VudFJlc3BvbnNlEmkKD0F0dGFjaERhdGFzdG9yZRIuLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQXR0YWNoRGF0YXN0b3JlUmVxdWVzdBomLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuQWdlbnREYXRhc3RvcmUScgoPRGV0YWNoRGF0YXN0b3JlEi4uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EZXRhY2hEYXRhc3RvcmVSZXF1ZXN0Gi8uYWdlbnRvcGlhLnJldHJpZXZhbC52MS5EZXRhY2hEYXRhc3RvcmVSZXNwb25zZRJ+ChNMaXN0QWdlbnREYXRhc3RvcmVzEjIuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5MaXN0QWdlbnREYXRhc3RvcmVzUmVxdWVzdBozLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdEFnZW50RGF0YXN0b3Jlc1Jlc3BvbnNlMrYECg1Jbmdlc3RTZXJ2aWNlEnIKD0luZ2VzdERvY3VtZW50cxIuLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSW5nZXN0RG9jdW1lbnRzUmVxdWVzdBovLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuSW5nZXN0RG9jdW1lbnRzUmVzcG9uc2USZwoMU3RyZWFtSW5nZXN0EisuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5TdHJlYW1Jbmdlc3RSZXF1ZXN0GiYuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5Eb2N1bWVudFJlc3VsdCgBMAESZgoLR2V0RG9jdW1lbnQSKi5hZ2VudG9waWEucmV0cmlldmFsLnYxLkdldERvY3VtZW50UmVxdWVzdBorLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuR2V0RG9jdW1lbnRSZXNwb25zZRJsCg1MaXN0RG9jdW1lbnRzEiwuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5MaXN0RG9jdW1lbnRzUmVxdWVzdBotLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuTGlzdERvY3VtZW50c1Jlc3BvbnNlEnIKD0RlbGV0ZURvY3VtZW50cxIuLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGVsZXRlRG9jdW1lbnRzUmVxdWVzdBovLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuRGVsZXRlRG9jdW1lbnRzUmVzcG9uc2UyaAoQUmV0cmlldmFsU2VydmljZRJUCgVRdWVyeRIkLmFnZW50b3BpYS5yZXRyaWV2YWwudjEuUXVlcnlSZXF1ZXN0GiUuYWdlbnRvcGlhLnJldHJpZXZhbC52MS5RdWVyeVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message agentopia.retrieval.v1.HnswConfig
@@ -209,6 +209,14 @@ export type Datastore = Message<"agentopia.retrieval.v1.Datastore"> & {
    * @generated from field: int64 chunk_count = 13;
    */
   chunkCount: bigint;
+
+  /**
+   * The latest re-embedding job (a change of config.embedding_model of a non-empty
+   * datastore); unset when there never was one. Filled by GetDatastore and UpdateDatastore.
+   *
+   * @generated from field: agentopia.retrieval.v1.ReembedStatus reembed = 14;
+   */
+  reembed?: ReembedStatus | undefined;
 };
 
 /**
@@ -217,6 +225,46 @@ export type Datastore = Message<"agentopia.retrieval.v1.Datastore"> & {
  */
 export const DatastoreSchema: GenMessage<Datastore> = /*@__PURE__*/
   messageDesc(file_agentopia_retrieval_v1_retrieval, 2);
+
+/**
+ * Progress of a re-embedding job. state: copying | indexing | switching (running;
+ * queries use the old model until the switch) | done | failed | cancelled.
+ *
+ * @generated from message agentopia.retrieval.v1.ReembedStatus
+ */
+export type ReembedStatus = Message<"agentopia.retrieval.v1.ReembedStatus"> & {
+  /**
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * @generated from field: int64 chunks_done = 2;
+   */
+  chunksDone: bigint;
+
+  /**
+   * @generated from field: int64 chunks_total = 3;
+   */
+  chunksTotal: bigint;
+
+  /**
+   * @generated from field: string target_model = 4;
+   */
+  targetModel: string;
+
+  /**
+   * @generated from field: string error = 5;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message agentopia.retrieval.v1.ReembedStatus.
+ * Use `create(ReembedStatusSchema)` to create a new message.
+ */
+export const ReembedStatusSchema: GenMessage<ReembedStatus> = /*@__PURE__*/
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 3);
 
 /**
  * @generated from message agentopia.retrieval.v1.CreateDatastoreRequest
@@ -265,7 +313,7 @@ export type CreateDatastoreRequest = Message<"agentopia.retrieval.v1.CreateDatas
  * Use `create(CreateDatastoreRequestSchema)` to create a new message.
  */
 export const CreateDatastoreRequestSchema: GenMessage<CreateDatastoreRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 3);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 4);
 
 /**
  * @generated from message agentopia.retrieval.v1.GetDatastoreRequest
@@ -282,7 +330,7 @@ export type GetDatastoreRequest = Message<"agentopia.retrieval.v1.GetDatastoreRe
  * Use `create(GetDatastoreRequestSchema)` to create a new message.
  */
 export const GetDatastoreRequestSchema: GenMessage<GetDatastoreRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 4);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 5);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListDatastoresRequest
@@ -306,7 +354,7 @@ export type ListDatastoresRequest = Message<"agentopia.retrieval.v1.ListDatastor
  * Use `create(ListDatastoresRequestSchema)` to create a new message.
  */
 export const ListDatastoresRequestSchema: GenMessage<ListDatastoresRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 5);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 6);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListDatastoresResponse
@@ -328,7 +376,7 @@ export type ListDatastoresResponse = Message<"agentopia.retrieval.v1.ListDatasto
  * Use `create(ListDatastoresResponseSchema)` to create a new message.
  */
 export const ListDatastoresResponseSchema: GenMessage<ListDatastoresResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 6);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 7);
 
 /**
  * Paths allowed in update_mask: name, description, similarity_metric,
@@ -357,7 +405,7 @@ export type UpdateDatastoreRequest = Message<"agentopia.retrieval.v1.UpdateDatas
  * Use `create(UpdateDatastoreRequestSchema)` to create a new message.
  */
 export const UpdateDatastoreRequestSchema: GenMessage<UpdateDatastoreRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 7);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 8);
 
 /**
  * @generated from message agentopia.retrieval.v1.DeleteDatastoreRequest
@@ -374,7 +422,7 @@ export type DeleteDatastoreRequest = Message<"agentopia.retrieval.v1.DeleteDatas
  * Use `create(DeleteDatastoreRequestSchema)` to create a new message.
  */
 export const DeleteDatastoreRequestSchema: GenMessage<DeleteDatastoreRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 8);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 9);
 
 /**
  * @generated from message agentopia.retrieval.v1.DeleteDatastoreResponse
@@ -391,7 +439,7 @@ export type DeleteDatastoreResponse = Message<"agentopia.retrieval.v1.DeleteData
  * Use `create(DeleteDatastoreResponseSchema)` to create a new message.
  */
 export const DeleteDatastoreResponseSchema: GenMessage<DeleteDatastoreResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 9);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 10);
 
 /**
  * @generated from message agentopia.retrieval.v1.Agent
@@ -448,7 +496,7 @@ export type Agent = Message<"agentopia.retrieval.v1.Agent"> & {
  * Use `create(AgentSchema)` to create a new message.
  */
 export const AgentSchema: GenMessage<Agent> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 10);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 11);
 
 /**
  * @generated from message agentopia.retrieval.v1.CreateAgentRequest
@@ -485,7 +533,7 @@ export type CreateAgentRequest = Message<"agentopia.retrieval.v1.CreateAgentRequ
  * Use `create(CreateAgentRequestSchema)` to create a new message.
  */
 export const CreateAgentRequestSchema: GenMessage<CreateAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 11);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 12);
 
 /**
  * @generated from message agentopia.retrieval.v1.GetAgentRequest
@@ -502,7 +550,7 @@ export type GetAgentRequest = Message<"agentopia.retrieval.v1.GetAgentRequest"> 
  * Use `create(GetAgentRequestSchema)` to create a new message.
  */
 export const GetAgentRequestSchema: GenMessage<GetAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 12);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 13);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListAgentsRequest
@@ -524,7 +572,7 @@ export type ListAgentsRequest = Message<"agentopia.retrieval.v1.ListAgentsReques
  * Use `create(ListAgentsRequestSchema)` to create a new message.
  */
 export const ListAgentsRequestSchema: GenMessage<ListAgentsRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 13);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 14);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListAgentsResponse
@@ -546,7 +594,7 @@ export type ListAgentsResponse = Message<"agentopia.retrieval.v1.ListAgentsRespo
  * Use `create(ListAgentsResponseSchema)` to create a new message.
  */
 export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 14);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 15);
 
 /**
  * @generated from message agentopia.retrieval.v1.DeleteAgentRequest
@@ -563,7 +611,7 @@ export type DeleteAgentRequest = Message<"agentopia.retrieval.v1.DeleteAgentRequ
  * Use `create(DeleteAgentRequestSchema)` to create a new message.
  */
 export const DeleteAgentRequestSchema: GenMessage<DeleteAgentRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 15);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 16);
 
 /**
  * @generated from message agentopia.retrieval.v1.DeleteAgentResponse
@@ -580,7 +628,7 @@ export type DeleteAgentResponse = Message<"agentopia.retrieval.v1.DeleteAgentRes
  * Use `create(DeleteAgentResponseSchema)` to create a new message.
  */
 export const DeleteAgentResponseSchema: GenMessage<DeleteAgentResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 16);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 17);
 
 /**
  * @generated from message agentopia.retrieval.v1.AgentDatastore
@@ -612,7 +660,7 @@ export type AgentDatastore = Message<"agentopia.retrieval.v1.AgentDatastore"> & 
  * Use `create(AgentDatastoreSchema)` to create a new message.
  */
 export const AgentDatastoreSchema: GenMessage<AgentDatastore> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 17);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 18);
 
 /**
  * @generated from message agentopia.retrieval.v1.AttachDatastoreRequest
@@ -634,7 +682,7 @@ export type AttachDatastoreRequest = Message<"agentopia.retrieval.v1.AttachDatas
  * Use `create(AttachDatastoreRequestSchema)` to create a new message.
  */
 export const AttachDatastoreRequestSchema: GenMessage<AttachDatastoreRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 18);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 19);
 
 /**
  * @generated from message agentopia.retrieval.v1.DetachDatastoreRequest
@@ -656,7 +704,7 @@ export type DetachDatastoreRequest = Message<"agentopia.retrieval.v1.DetachDatas
  * Use `create(DetachDatastoreRequestSchema)` to create a new message.
  */
 export const DetachDatastoreRequestSchema: GenMessage<DetachDatastoreRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 19);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 20);
 
 /**
  * @generated from message agentopia.retrieval.v1.DetachDatastoreResponse
@@ -673,7 +721,7 @@ export type DetachDatastoreResponse = Message<"agentopia.retrieval.v1.DetachData
  * Use `create(DetachDatastoreResponseSchema)` to create a new message.
  */
 export const DetachDatastoreResponseSchema: GenMessage<DetachDatastoreResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 20);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 21);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListAgentDatastoresRequest
@@ -690,7 +738,7 @@ export type ListAgentDatastoresRequest = Message<"agentopia.retrieval.v1.ListAge
  * Use `create(ListAgentDatastoresRequestSchema)` to create a new message.
  */
 export const ListAgentDatastoresRequestSchema: GenMessage<ListAgentDatastoresRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 21);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 22);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListAgentDatastoresResponse
@@ -714,7 +762,7 @@ export type ListAgentDatastoresResponse = Message<"agentopia.retrieval.v1.ListAg
  * Use `create(ListAgentDatastoresResponseSchema)` to create a new message.
  */
 export const ListAgentDatastoresResponseSchema: GenMessage<ListAgentDatastoresResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 22);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 23);
 
 /**
  * A caller-chunked piece of a document, optionally with its own vector.
@@ -745,7 +793,7 @@ export type ChunkInput = Message<"agentopia.retrieval.v1.ChunkInput"> & {
  * Use `create(ChunkInputSchema)` to create a new message.
  */
 export const ChunkInputSchema: GenMessage<ChunkInput> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 23);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 24);
 
 /**
  * @generated from message agentopia.retrieval.v1.DocumentInput
@@ -791,7 +839,7 @@ export type DocumentInput = Message<"agentopia.retrieval.v1.DocumentInput"> & {
  * Use `create(DocumentInputSchema)` to create a new message.
  */
 export const DocumentInputSchema: GenMessage<DocumentInput> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 24);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 25);
 
 /**
  * @generated from message agentopia.retrieval.v1.DocumentResult
@@ -842,7 +890,7 @@ export type DocumentResult = Message<"agentopia.retrieval.v1.DocumentResult"> & 
  * Use `create(DocumentResultSchema)` to create a new message.
  */
 export const DocumentResultSchema: GenMessage<DocumentResult> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 25);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 26);
 
 /**
  * @generated from message agentopia.retrieval.v1.IngestDocumentsRequest
@@ -864,7 +912,7 @@ export type IngestDocumentsRequest = Message<"agentopia.retrieval.v1.IngestDocum
  * Use `create(IngestDocumentsRequestSchema)` to create a new message.
  */
 export const IngestDocumentsRequestSchema: GenMessage<IngestDocumentsRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 26);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 27);
 
 /**
  * @generated from message agentopia.retrieval.v1.IngestDocumentsResponse
@@ -889,7 +937,7 @@ export type IngestDocumentsResponse = Message<"agentopia.retrieval.v1.IngestDocu
  * Use `create(IngestDocumentsResponseSchema)` to create a new message.
  */
 export const IngestDocumentsResponseSchema: GenMessage<IngestDocumentsResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 27);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 28);
 
 /**
  * @generated from message agentopia.retrieval.v1.StreamIngestRequest
@@ -913,7 +961,7 @@ export type StreamIngestRequest = Message<"agentopia.retrieval.v1.StreamIngestRe
  * Use `create(StreamIngestRequestSchema)` to create a new message.
  */
 export const StreamIngestRequestSchema: GenMessage<StreamIngestRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 28);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 29);
 
 /**
  * @generated from message agentopia.retrieval.v1.Document
@@ -975,7 +1023,7 @@ export type Document = Message<"agentopia.retrieval.v1.Document"> & {
  * Use `create(DocumentSchema)` to create a new message.
  */
 export const DocumentSchema: GenMessage<Document> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 29);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 30);
 
 /**
  * @generated from message agentopia.retrieval.v1.Chunk
@@ -1012,7 +1060,7 @@ export type Chunk = Message<"agentopia.retrieval.v1.Chunk"> & {
  * Use `create(ChunkSchema)` to create a new message.
  */
 export const ChunkSchema: GenMessage<Chunk> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 30);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 31);
 
 /**
  * @generated from message agentopia.retrieval.v1.GetDocumentRequest
@@ -1039,7 +1087,7 @@ export type GetDocumentRequest = Message<"agentopia.retrieval.v1.GetDocumentRequ
  * Use `create(GetDocumentRequestSchema)` to create a new message.
  */
 export const GetDocumentRequestSchema: GenMessage<GetDocumentRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 31);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 32);
 
 /**
  * @generated from message agentopia.retrieval.v1.GetDocumentResponse
@@ -1061,7 +1109,7 @@ export type GetDocumentResponse = Message<"agentopia.retrieval.v1.GetDocumentRes
  * Use `create(GetDocumentResponseSchema)` to create a new message.
  */
 export const GetDocumentResponseSchema: GenMessage<GetDocumentResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 32);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 33);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListDocumentsRequest
@@ -1088,7 +1136,7 @@ export type ListDocumentsRequest = Message<"agentopia.retrieval.v1.ListDocuments
  * Use `create(ListDocumentsRequestSchema)` to create a new message.
  */
 export const ListDocumentsRequestSchema: GenMessage<ListDocumentsRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 33);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 34);
 
 /**
  * @generated from message agentopia.retrieval.v1.ListDocumentsResponse
@@ -1110,7 +1158,7 @@ export type ListDocumentsResponse = Message<"agentopia.retrieval.v1.ListDocument
  * Use `create(ListDocumentsResponseSchema)` to create a new message.
  */
 export const ListDocumentsResponseSchema: GenMessage<ListDocumentsResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 34);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 35);
 
 /**
  * @generated from message agentopia.retrieval.v1.DeleteDocumentsRequest
@@ -1132,7 +1180,7 @@ export type DeleteDocumentsRequest = Message<"agentopia.retrieval.v1.DeleteDocum
  * Use `create(DeleteDocumentsRequestSchema)` to create a new message.
  */
 export const DeleteDocumentsRequestSchema: GenMessage<DeleteDocumentsRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 35);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 36);
 
 /**
  * @generated from message agentopia.retrieval.v1.DeleteDocumentsResponse
@@ -1154,7 +1202,7 @@ export type DeleteDocumentsResponse = Message<"agentopia.retrieval.v1.DeleteDocu
  * Use `create(DeleteDocumentsResponseSchema)` to create a new message.
  */
 export const DeleteDocumentsResponseSchema: GenMessage<DeleteDocumentsResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 36);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 37);
 
 /**
  * @generated from message agentopia.retrieval.v1.DatastoreIds
@@ -1171,7 +1219,7 @@ export type DatastoreIds = Message<"agentopia.retrieval.v1.DatastoreIds"> & {
  * Use `create(DatastoreIdsSchema)` to create a new message.
  */
 export const DatastoreIdsSchema: GenMessage<DatastoreIds> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 37);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 38);
 
 /**
  * @generated from message agentopia.retrieval.v1.QueryRequest
@@ -1267,7 +1315,7 @@ export type QueryRequest = Message<"agentopia.retrieval.v1.QueryRequest"> & {
  * Use `create(QueryRequestSchema)` to create a new message.
  */
 export const QueryRequestSchema: GenMessage<QueryRequest> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 38);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 39);
 
 /**
  * @generated from message agentopia.retrieval.v1.QueryVector
@@ -1284,7 +1332,7 @@ export type QueryVector = Message<"agentopia.retrieval.v1.QueryVector"> & {
  * Use `create(QueryVectorSchema)` to create a new message.
  */
 export const QueryVectorSchema: GenMessage<QueryVector> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 39);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 40);
 
 /**
  * @generated from message agentopia.retrieval.v1.Hit
@@ -1371,7 +1419,7 @@ export type Hit = Message<"agentopia.retrieval.v1.Hit"> & {
  * Use `create(HitSchema)` to create a new message.
  */
 export const HitSchema: GenMessage<Hit> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 40);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 41);
 
 /**
  * @generated from message agentopia.retrieval.v1.DatastoreReport
@@ -1442,7 +1490,7 @@ export type DatastoreReport = Message<"agentopia.retrieval.v1.DatastoreReport"> 
  * Use `create(DatastoreReportSchema)` to create a new message.
  */
 export const DatastoreReportSchema: GenMessage<DatastoreReport> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 41);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 42);
 
 /**
  * @generated from message agentopia.retrieval.v1.QueryResponse
@@ -1464,7 +1512,7 @@ export type QueryResponse = Message<"agentopia.retrieval.v1.QueryResponse"> & {
  * Use `create(QueryResponseSchema)` to create a new message.
  */
 export const QueryResponseSchema: GenMessage<QueryResponse> = /*@__PURE__*/
-  messageDesc(file_agentopia_retrieval_v1_retrieval, 42);
+  messageDesc(file_agentopia_retrieval_v1_retrieval, 43);
 
 /**
  * Stored in the database as Agentopia's text values: cosine, euclidean, dot, manhattan.

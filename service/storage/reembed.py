@@ -1,0 +1,397 @@
+"""Re-embedding's storage: the job row, the shadow table, batch copies and the switch.
+
+While a job runs, the datastore's partition (``datastore_chunks_<hex>``) keeps serving
+queries and ingests with the old model; the new vectors go into a shadow table
+(``datastore_chunks_<hex>_next``) built like the partition (same columns, generated
+tsvector, storage), with the same chunk ids. :func:`swap` then drops the partition
+and attaches the shadow in its place, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from service import scoring
+from service.models import RUNNING_REEMBED_STATES, HnswParams, Metric, ReembedStatus, Vector
+from service.storage import privileges
+from service.storage.partitions import embedding_expr, partition_name
+
+_JOB_COLUMNS = (
+    "state, chunks_done, chunks_total, target_model, target_dimensions, source_model,"
+    " source_dimensions, error"
+)
+# Any constant: the high bits of every re-embedding job's advisory lock key.
+_LOCK_CLASS = 0x52454D42
+
+
+class ChunkText(NamedTuple):
+    id: int
+    content: str
+
+
+def shadow_name(datastore_id: UUID) -> str:
+    return f"{partition_name(datastore_id)}_next"
+
+
+def _ident(name: str) -> sql.Composable:
+    return sql.SQL("public.{}").format(sql.Identifier(name))
+
+
+# ------------------------------------------------------------------ job rows
+
+
+def get_job(
+    conn: psycopg.Connection, datastore_id: UUID, *, lock: bool = False
+) -> ReembedStatus | None:
+    query = f"SELECT {_JOB_COLUMNS} FROM public.datastore_reembed_jobs WHERE datastore_id = %s"
+    row = conn.execute(query + (" FOR UPDATE" if lock else ""), (datastore_id,)).fetchone()
+    if row is None:
+        return None
+    return ReembedStatus(
+        state=row[0],
+        chunks_done=int(row[1]),
+        chunks_total=int(row[2]),
+        target_model=row[3],
+        target_dimensions=int(row[4]),
+        source_model=row[5],
+        source_dimensions=int(row[6]),
+        error=row[7],
+    )
+
+
+def running_jobs(conn: psycopg.Connection) -> list[UUID]:
+    rows = conn.execute(
+        "SELECT datastore_id FROM public.datastore_reembed_jobs WHERE state = ANY(%s)"
+        " ORDER BY created_at",
+        (list(RUNNING_REEMBED_STATES),),
+    ).fetchall()
+    return [UUID(str(r[0])) for r in rows]
+
+
+def put_job(conn: psycopg.Connection, datastore_id: UUID, job: ReembedStatus) -> None:
+    """Record a new job (replacing the datastore's previous one)."""
+    conn.execute(
+        "INSERT INTO public.datastore_reembed_jobs (datastore_id, state, chunks_done,"
+        " chunks_total, target_model, target_dimensions, source_model, source_dimensions, error)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (datastore_id) DO UPDATE SET"
+        " state = excluded.state, chunks_done = excluded.chunks_done,"
+        " chunks_total = excluded.chunks_total, target_model = excluded.target_model,"
+        " target_dimensions = excluded.target_dimensions, source_model = excluded.source_model,"
+        " source_dimensions = excluded.source_dimensions, error = excluded.error,"
+        " created_at = now(), updated_at = now()",
+        (
+            datastore_id,
+            job.state,
+            job.chunks_done,
+            job.chunks_total,
+            job.target_model,
+            job.target_dimensions,
+            job.source_model,
+            job.source_dimensions,
+            job.error,
+        ),
+    )
+
+
+def set_state(conn: psycopg.Connection, datastore_id: UUID, state: str, error: str = "") -> None:
+    conn.execute(
+        "UPDATE public.datastore_reembed_jobs SET state = %s, error = %s, updated_at = now()"
+        " WHERE datastore_id = %s",
+        (state, error[:2000], datastore_id),
+    )
+
+
+def advance(conn: psycopg.Connection, datastore_id: UUID, current: str, following: str) -> bool:
+    """Move the job from ``current`` to ``following``; False if it is no longer in
+    ``current`` (cancelled meanwhile)."""
+    return (
+        conn.execute(
+            "UPDATE public.datastore_reembed_jobs SET state = %s, updated_at = now()"
+            " WHERE datastore_id = %s AND state = %s",
+            (following, datastore_id, current),
+        ).rowcount
+        > 0
+    )
+
+
+def set_progress(conn: psycopg.Connection, datastore_id: UUID, done: int, total: int) -> None:
+    conn.execute(
+        "UPDATE public.datastore_reembed_jobs SET chunks_done = %s, chunks_total = %s,"
+        " updated_at = now() WHERE datastore_id = %s",
+        (done, total, datastore_id),
+    )
+
+
+@contextmanager
+def exclusive(conninfo: str, datastore_id: UUID) -> Iterator[bool]:
+    """Hold the datastore's job lock (a session advisory lock on a connection of its
+    own) while the block runs; yields False when another process holds it."""
+    key = datastore_id.int & 0x7FFFFFFF
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, key)).fetchone()
+        yield bool(row and row[0])
+
+
+# ------------------------------------------------------------------ the shadow table
+
+
+def create_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
+    """A fresh, empty shadow built like the partition, with its keys but no HNSW index."""
+    shadow = shadow_name(datastore_id)
+    drop_shadow(conn, datastore_id)
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (LIKE {} INCLUDING ALL EXCLUDING INDEXES EXCLUDING CONSTRAINTS)"
+        ).format(_ident(shadow), _ident(partition_name(datastore_id)))
+    )
+    # Like every partition: no Data API role may read it (storage/privileges.py).
+    privileges.lock_down_relation(conn, shadow)
+    # The CHECK lets ATTACH PARTITION skip its scan; the keys match the parent's so
+    # that ATTACH adopts them instead of building and validating new ones.
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {t} ADD PRIMARY KEY (datastore_id, id),"
+            " ADD CONSTRAINT partition_key_check CHECK (datastore_id = {ds}),"
+            " ADD FOREIGN KEY (document_id) REFERENCES public.datastore_documents (id)"
+            " ON DELETE CASCADE"
+        ).format(t=_ident(shadow), ds=sql.Literal(str(datastore_id)))
+    )
+    conn.execute(
+        sql.SQL("CREATE INDEX {} ON {} (datastore_id, document_id)").format(
+            sql.Identifier(f"{shadow}_datastore_id_document_id_idx"), _ident(shadow)
+        )
+    )
+    conn.execute(
+        sql.SQL("CREATE INDEX {} ON {} USING gin (tsv)").format(
+            sql.Identifier(f"{shadow}_tsv_idx"), _ident(shadow)
+        )
+    )
+
+
+def drop_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(shadow_name(datastore_id))))
+
+
+def shadow_exists(conn: psycopg.Connection, datastore_id: UUID) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f"public.{shadow_name(datastore_id)}",)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def counts(conn: psycopg.Connection, datastore_id: UUID) -> tuple[int, int]:
+    """(chunks in the partition, chunks in the shadow)."""
+    row = conn.execute(
+        sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+            _ident(partition_name(datastore_id)), _ident(shadow_name(datastore_id))
+        )
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def last_copied(conn: psycopg.Connection, datastore_id: UUID) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(_ident(shadow_name(datastore_id)))
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+# Characters of chunk text one batch holds at most (at least one chunk): with the
+# batch size, the bound on a job's memory whatever its chunks' lengths.
+BATCH_CHARS = 4_000_000
+
+
+def _bounded(
+    conn: psycopg.Connection, inner: sql.Composable, params: dict[str, Any]
+) -> list[ChunkText]:
+    """The rows (id, content) of ``inner`` (ordered by id, limited), cut where their
+    text passes BATCH_CHARS."""
+    query = sql.SQL(
+        "SELECT s.id, s.content FROM (SELECT b.id, b.content,"
+        " sum(length(b.content)) OVER (ORDER BY b.id) - length(b.content) AS before"
+        " FROM ({}) b) s WHERE s.before < %(chars)s ORDER BY s.id"
+    ).format(inner)
+    rows = conn.execute(query, {**params, "chars": BATCH_CHARS}).fetchall()
+    return [ChunkText(int(r[0]), r[1]) for r in rows]
+
+
+def chunks_after(
+    conn: psycopg.Connection, datastore_id: UUID, after: int, limit: int
+) -> list[ChunkText]:
+    """The partition's next chunks by id: the first pass of a copy."""
+    inner = sql.SQL(
+        "SELECT c.id, c.content FROM {} c WHERE c.datastore_id = %(ds)s AND c.id > %(after)s"
+        " ORDER BY c.id LIMIT %(limit)s"
+    ).format(_ident(partition_name(datastore_id)))
+    return _bounded(conn, inner, {"ds": datastore_id, "after": after, "limit": limit})
+
+
+def missing_chunks(conn: psycopg.Connection, datastore_id: UUID, limit: int) -> list[ChunkText]:
+    """Chunks of the partition the shadow lacks (written since the first pass saw them)."""
+    inner = sql.SQL(
+        "SELECT c.id, c.content FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {} s"
+        " WHERE s.datastore_id = c.datastore_id AND s.id = c.id) ORDER BY c.id LIMIT %(limit)s"
+    ).format(_ident(partition_name(datastore_id)), _ident(shadow_name(datastore_id)))
+    return _bounded(conn, inner, {"limit": limit})
+
+
+def delete_stale(conn: psycopg.Connection, datastore_id: UUID) -> int:
+    """Drop shadow chunks the partition no longer has (replaced or deleted since)."""
+    return conn.execute(
+        sql.SQL(
+            "DELETE FROM {} s WHERE NOT EXISTS (SELECT 1 FROM {} c"
+            " WHERE c.datastore_id = s.datastore_id AND c.id = s.id)"
+        ).format(_ident(shadow_name(datastore_id)), _ident(partition_name(datastore_id)))
+    ).rowcount
+
+
+def _copied_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """The partition's stored columns other than those a copy replaces or generates."""
+    rows = conn.execute(
+        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s::regclass"
+        " AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        (f"public.{table}",),
+    ).fetchall()
+    return [str(r[0]) for r in rows if r[0] not in ("embedding", "token_count")]
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    datastore_id: UUID,
+    vectors: Sequence[tuple[int, Vector, int]],
+) -> int:
+    """Copy chunks (id, new vector, new token count) into the shadow, every other column
+    taken from the partition; chunks gone from the partition meanwhile are skipped."""
+    live = partition_name(datastore_id)
+    conn.execute(
+        "CREATE TEMP TABLE reembed_batch (id bigint, embedding vector, token_count integer)"
+        " ON COMMIT DROP"
+    )
+    with conn.cursor() as cur, cur.copy("COPY reembed_batch FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "vector", "int4"])
+        for row in vectors:
+            copy.write_row(row)
+    columns = [sql.Identifier(c) for c in _copied_columns(conn, live)]
+    return conn.execute(
+        sql.SQL(
+            "INSERT INTO {shadow} ({cols}, embedding, token_count)"
+            " SELECT {ccols}, b.embedding, b.token_count FROM reembed_batch b"
+            " JOIN {live} c ON c.datastore_id = %s AND c.id = b.id ON CONFLICT DO NOTHING"
+        ).format(
+            shadow=_ident(shadow_name(datastore_id)),
+            cols=sql.SQL(", ").join(columns),
+            ccols=sql.SQL(", ").join(sql.SQL("c.{}").format(c) for c in columns),
+            live=_ident(live),
+        ),
+        (datastore_id,),
+    ).rowcount
+
+
+def build_index(
+    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+) -> None:
+    """The shadow's HNSW index for the new dimensions (none above 4,000: exact search)."""
+    if scoring.index_type(dimensions) is None:
+        return
+    shadow = shadow_name(datastore_id)
+    conn.execute(
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {})"
+            " WITH (m = {}, ef_construction = {})"
+        ).format(
+            sql.Identifier(f"{shadow}_hnsw"),
+            _ident(shadow),
+            embedding_expr(dimensions),
+            sql.SQL(scoring.opclass(metric, dimensions)),
+            sql.Literal(hnsw.m),
+            sql.Literal(hnsw.ef_construction),
+        )
+    )
+
+
+class LockBusy(Exception):
+    """A lock of the switch was not granted within its bound; the switch retries."""
+
+
+@contextmanager
+def bounded_lock_waits(conn: psycopg.Connection, timeout_ms: int) -> Iterator[None]:
+    """Bound every lock wait of the rest of the transaction (raising LockBusy).
+
+    The switch drops and attaches a partition: locks on the partition and on the
+    parent table. Queries take those two in either order (the relation they name,
+    then the parent for its partition constraint; or a cached plan's range table),
+    so some order of the switch's requests always closes a cycle with one of them.
+    Waiting at most ``timeout_ms``, well below deadlock_timeout (1 s by default),
+    makes the switch give way first and retry, instead of PostgreSQL's deadlock
+    detector cancelling a query.
+    """
+    row = conn.execute(
+        "SELECT current_setting('lock_timeout'), set_config('lock_timeout', %s, true)",
+        (f"{timeout_ms}ms",),
+    ).fetchone()
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as e:
+        raise LockBusy(str(e)) from e
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (row[0] if row else "0",))
+
+
+def stopped_jobs(conn: psycopg.Connection) -> list[UUID]:
+    """Datastores whose latest job is over (done, failed or cancelled)."""
+    rows = conn.execute(
+        "SELECT datastore_id FROM public.datastore_reembed_jobs WHERE state <> ALL(%s)",
+        (list(RUNNING_REEMBED_STATES),),
+    ).fetchall()
+    return [UUID(str(r[0])) for r in rows]
+
+
+def lock_partition(conn: psycopg.Connection, datastore_id: UUID) -> None:
+    """Block writes to the partition until commit (queries go on)."""
+    conn.execute(
+        sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(_ident(partition_name(datastore_id)))
+    )
+
+
+def swap(conn: psycopg.Connection, datastore_id: UUID) -> None:
+    """Put the shadow in the partition's place: drop the partition, rename the shadow
+    and its indexes to the partition's names, attach it, install the keyword triggers.
+
+    Dropping fires no triggers, so the keyword statistics stay as they are: the
+    shadow holds the same chunk texts under the same ids.
+    """
+    live, shadow = partition_name(datastore_id), shadow_name(datastore_id)
+    # Run inside ``bounded_lock_waits``: see there why.
+    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_ident(live)))
+    conn.execute("LOCK TABLE ONLY public.datastore_chunks IN ACCESS EXCLUSIVE MODE")
+    conn.execute(sql.SQL("DROP TABLE {}").format(_ident(live)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(shadow), sql.Identifier(live))
+    )
+    indexes: list[Any] = conn.execute(
+        "SELECT c.relname FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c"
+        " ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass",
+        (f"public.{live}",),
+    ).fetchall()
+    for (name,) in indexes:
+        if name.startswith(shadow):
+            conn.execute(
+                sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+                    _ident(name), sql.Identifier(live + name[len(shadow) :])
+                )
+            )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE public.datastore_chunks ATTACH PARTITION {} FOR VALUES IN ({})"
+        ).format(_ident(live), sql.Literal(str(datastore_id)))
+    )
+    conn.execute(
+        "SELECT public.datastore_keyword_install(%s::regclass, %s)",
+        (f"public.{live}", datastore_id),
+    )
