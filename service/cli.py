@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, _stop)
         stopping.wait()
         print("shutting down", flush=True)
-        server.stop(grace=5.0)
+        server.stop(grace=settings.shutdown_grace_s)
     finally:
         app.close()
     return 0

@@ -9,6 +9,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from service.api.errors import status_for
+from service.api.limits import principal_slot
 from service.core.identity import Identity
 from service.errors import Unauthenticated
 from service.models import Principal
@@ -44,7 +45,8 @@ def authenticated(
     def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
             principal = self.identity.authenticate(bearer_token(context))
-            return method(self, request, principal)
+            with principal_slot(principal):
+                return method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
             context.abort(code, message)
@@ -61,7 +63,8 @@ def authenticated_stream(
     def wrapper(self: S, requests: Iterator[Req], context: grpc.ServicerContext) -> Iterator[Resp]:
         try:
             principal = self.identity.authenticate(bearer_token(context))
-            yield from method(self, requests, principal)
+            with principal_slot(principal):
+                yield from method(self, requests, principal)
         except Exception as e:
             if not context.is_active():
                 return  # the client is gone (cancelled, disconnected): no one to tell
