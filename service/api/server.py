@@ -182,7 +182,7 @@ async def _start(
     pb_grpc.add_DatastoreServiceServicer_to_server(
         DatastoreServicer(app.identity, app.datastores), target
     )
-    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(app.identity, app.agents), capture)
+    pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(app.identity, app.agents), target)
     pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(app.identity, app.ingestion), target)
     pb_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(app.identity, app.retrieval), target
