@@ -109,6 +109,7 @@ class _Feed:
         self._loop = loop
         self._draining = draining
         self.drained = False
+        self.arrived = asyncio.Event()  # the first message (or the end) is in
         self._limit = limit_bytes
         self._idle_s = idle_s
         self._items: deque[tuple[object, int]] = deque()
@@ -143,10 +144,12 @@ class _Feed:
                     self._items.append((message, size))
                     self._bytes += size
                     self._cond.notify()
+                self.arrived.set()
         finally:
             with self._cond:
                 self._items.append((_END, 0))
                 self._cond.notify()
+            self.arrived.set()
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -231,20 +234,32 @@ class Runner:
     async def run_stream(
         self, fn: Callable[..., Any], context: aio.ServicerContext[Any, Any]
     ) -> None:
-        if not self.gate.try_enter():
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
-        call = SyncContext(context, self.loop)
         feed = _Feed(self.loop, self.read_ahead_bytes, self.idle_timeout_s, self.draining)
         pump = asyncio.create_task(feed.pump(context))
+        try:
+            await feed.arrived.wait()  # a stream takes a thread once its first message is in
+            if feed.idle:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._idle_message())
+            if not self.gate.try_enter():
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
+            await self._stream_admitted(fn, context, feed, pump)
+        finally:
+            pump.cancel()
+
+    async def _stream_admitted(
+        self,
+        fn: Callable[..., Any],
+        context: aio.ServicerContext[Any, Any],
+        feed: _Feed,
+        pump: asyncio.Task[None],
+    ) -> None:
+        call = SyncContext(context, self.loop)
         work = self.loop.run_in_executor(self.executor, self._call, fn, iter(feed), call)
         try:
             await asyncio.wait({pump, work}, return_when=asyncio.FIRST_COMPLETED)
             if feed.idle:
                 call.finish()  # the servicer unwinds quietly: the status is ours
-                await context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"no message for {self.idle_timeout_s:g} s while the server waited for one",
-                )
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._idle_message())
             await work
             if feed.drained:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
@@ -252,8 +267,10 @@ class Runner:
             call.finish()
             await context.abort(e.code, e.details)
         finally:
-            pump.cancel()
             call.finish()
+
+    def _idle_message(self) -> str:
+        return f"no message for {self.idle_timeout_s:g} s while the server waited for one"
 
     def wrap(self, handler: Handler) -> Handler:
         """An aio handler that runs ``handler``'s synchronous behaviour through this runner."""

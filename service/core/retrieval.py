@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from service import metadata_filter
-from service.core import access, search_modes
+from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
@@ -63,7 +63,9 @@ class Retrieval:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
-            return self._query(principal, spec)
+            return query_limits.fit_response(
+                self._query(principal, spec), self._settings.max_response_bytes
+            )
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
@@ -72,6 +74,10 @@ class Retrieval:
         self._check_spec(spec)
         where = _compiled_filter(spec)
         datastores = self._resolve(principal, spec)
+        if spec.exact:
+            query_limits.check_exact(
+                self._db, principal, datastores, self._settings.exact_max_chunks
+            )
         plans = [_plan(d, spec) for d in datastores]
         vectors = self._query_vectors(
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
