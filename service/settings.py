@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         "waits for its next message, ends with DEADLINE_EXCEEDED.",
     )
     stream_read_ahead_bytes: int = Field(
-        default=8 * 1024 * 1024,
+        default=4 * 1024 * 1024,
         ge=1024,
         description="Bytes of a stream's messages read but not yet processed, per stream.",
     )

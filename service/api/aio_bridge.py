@@ -20,14 +20,14 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc import aio
 
 from service.api.limits import Gate, PrincipalSlots, current_slots
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 BUSY = "server busy: too many calls in flight; retry with backoff"
 SHUTTING_DOWN = "server shutting down: resume on a new stream (committed documents are kept)"
 _WRITE_TIMEOUT_S = 60.0  # a response the client does not take for this long ends the stream
