@@ -8,23 +8,43 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 
 from service.app import App
-from service.client import Client, connect, pb
+from service.client import connect, pb
+from service.models import Role
 from service.settings import Settings
-from tests.test_ingest_cli import (  # noqa: F401 (fixtures)
+from tests.test_ingest_cli import (
     ServerProcess,
     _free_port,
     assert_consistent,
-    cli_user,
     datastore_counts,
     run_cli,
-    server_process,
     small_corpus,
 )
+
+
+@pytest.fixture
+def key(app: App) -> str:
+    return app.identity.create_key(app.identity.create_user(None), Role.USER).key
+
+
+@contextmanager
+def serving(settings: Settings, data_dir: Path, grace_s: float) -> Iterator[ServerProcess]:
+    """`serve` in a subprocess on the tests' database, with ``grace_s`` to shut down."""
+    data_dir.mkdir(exist_ok=True)
+    patient = settings.model_copy(update={"shutdown_grace_s": grace_s})
+    server = ServerProcess(patient, data_dir, _free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 def _wait(condition: object, timeout: float = 120.0) -> None:
@@ -35,13 +55,14 @@ def _wait(condition: object, timeout: float = 120.0) -> None:
 
 
 def test_sigterm_finishes_the_unary_call_in_flight(
-    app: App, settings: Settings, cli_user: tuple[str, Client], tmp_path: Path
+    app: App, settings: Settings, key: str, tmp_path: Path
 ) -> None:
-    # a long grace: this shared machine may take a while to embed the batch
-    patient = settings.model_copy(update={"shutdown_grace_s": 120.0})
-    server_process = ServerProcess(patient, tmp_path, _free_port())
-    server_process.start()
-    key, _ = cli_user
+    # a long grace: a loaded machine may take a while to embed the batch
+    with serving(settings, tmp_path / "server", grace_s=120.0) as server:
+        _finishes_in_flight(app, server, key)
+
+
+def _finishes_in_flight(app: App, server_process: ServerProcess, key: str) -> None:
     client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="inflight"))
     docs = [
@@ -81,12 +102,18 @@ def test_sigterm_finishes_the_unary_call_in_flight(
 
 
 def test_an_ingest_job_carries_on_across_a_rolling_restart(
-    app: App, cli_user: tuple[str, Client], server_process: ServerProcess, tmp_path: Path
+    app: App, settings: Settings, key: str, tmp_path: Path
 ) -> None:
+    with serving(settings, tmp_path / "server", grace_s=30.0) as server:
+        _job_across_restart(app, server, key, tmp_path)
+
+
+def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_path: Path) -> None:
     n = 3000
     corpus = small_corpus(tmp_path / "corpus.jsonl", n)
-    key, client = cli_user
+    client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="rollout"))
+    client.close()
     args = [sys.executable, "-m", "ingest", str(corpus), "-d", ds.id]
     args += ["--target", server_process.target, "--api-key", key, "--progress", "never"]
     job = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
