@@ -3,6 +3,7 @@ what they read and end UNAVAILABLE, and an ingest job carries on on the next ser
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -25,8 +26,16 @@ from tests.test_ingest_cli import (
     assert_consistent,
     datastore_counts,
     run_cli,
-    small_corpus,
 )
+
+
+def _corpus(path: Path, n: int) -> Path:
+    """``n`` documents of about 150 tokens each: long enough that a job spans the restart."""
+    with path.open("w") as f:
+        for i in range(n):
+            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(120))
+            f.write(json.dumps({"_id": f"r{i}", "title": f"R{i}", "text": text}) + "\n")
+    return path
 
 
 @pytest.fixture
@@ -110,7 +119,7 @@ def test_an_ingest_job_carries_on_across_a_rolling_restart(
 
 def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_path: Path) -> None:
     n = 3000
-    corpus = small_corpus(tmp_path / "corpus.jsonl", n)
+    corpus = _corpus(tmp_path / "corpus.jsonl", n)
     client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="rollout"))
     client.close()
