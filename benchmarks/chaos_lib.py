@@ -57,7 +57,7 @@ class Serve:
                     str(self.data_dir),
                     "--port",
                     str(self.port),
-                ],  # fmt: skip
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self._env,
