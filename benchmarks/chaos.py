@@ -116,19 +116,14 @@ def rss_flood(served: lib.Serve, url: str, seconds: float, res: dict[str, Any]) 
     lock = threading.Lock()
     end = time.monotonic() + seconds
 
-    def sender(key: str) -> None:
+    def sender(key: str, ds: str) -> None:
         client = connect(served.target, key)
-        ds = client.datastores.CreateDatastore(
-            pb.CreateDatastoreRequest(
-                name="flood", config=pb.DatastoreConfig(embedding_model="none", dimensions=4)
-            )
-        )
         chunks = [
             pb.ChunkInput(content=chr(65 + i % 26) * 65_000, vector=[1.0, 0.5, 0.25, i + 1.0])
             for i in range(60)
         ]
         request = pb.IngestDocumentsRequest(
-            datastore_id=ds.id, documents=[pb.DocumentInput(external_id="big", chunks=chunks)]
+            datastore_id=ds, documents=[pb.DocumentInput(external_id="big", chunks=chunks)]
         )
         while time.monotonic() < end:
             try:
@@ -140,7 +135,17 @@ def rss_flood(served: lib.Serve, url: str, seconds: float, res: dict[str, Any]) 
                 codes[code] += 1
         client.close()
 
-    threads = [threading.Thread(target=sender, args=(k,)) for k in keys]
+    # created one at a time: concurrent CreateDatastore calls can deadlock on partitions
+    config = pb.DatastoreConfig(embedding_model="none", dimensions=4)
+    targets = []
+    for key in keys:
+        client = connect(served.target, key)
+        request = pb.CreateDatastoreRequest(name="flood", config=config)
+        targets.append(client.datastores.CreateDatastore(request).id)
+        client.close()
+    threads = [
+        threading.Thread(target=sender, args=(k, d)) for k, d in zip(keys, targets, strict=True)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -321,6 +326,10 @@ def summarize(res: dict[str, Any]) -> None:
         print(f"{field:<{width}}  {json.dumps(res.get(field))}")
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args.out.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"scenarios": sorted(args.scenarios)}
+    signal.signal(signal.SIGTERM, _interrupted)  # so the servers started here are stopped
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         if args.scenarios - {"external-restart"}:
             embedded_scenarios(args, Path(tmp), res)

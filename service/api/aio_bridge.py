@@ -96,6 +96,11 @@ class SyncContext:
 _END = object()
 
 
+def _size(message: object) -> int:
+    byte_size = getattr(message, "ByteSize", None)
+    return int(byte_size()) if byte_size is not None else len(message)  # type: ignore[arg-type]
+
+
 class _Feed:
     """A stream's messages, read on the loop and taken by the call's thread."""
 
@@ -140,7 +145,7 @@ class _Feed:
                 if message is aio.EOF:
                     return
                 with self._cond:
-                    size = message.ByteSize()
+                    size = _size(message)
                     self._items.append((message, size))
                     self._bytes += size
                     self._cond.notify()
@@ -261,6 +266,9 @@ class Runner:
                 call.finish()  # the servicer unwinds quietly: the status is ours
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._idle_message())
             await work
+            if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                # the stream was cut short by a read error: its end was not the caller's
+                raise Aborted(grpc.StatusCode.INTERNAL, "reading the stream failed (logged)")
             if feed.drained:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         except Aborted as e:
