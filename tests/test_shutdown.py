@@ -30,10 +30,10 @@ from tests.test_ingest_cli import (
 
 
 def _corpus(path: Path, n: int) -> Path:
-    """``n`` documents of about 150 tokens each: long enough that a job spans the restart."""
+    """``n`` documents of about 60 tokens each."""
     with path.open("w") as f:
         for i in range(n):
-            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(120))
+            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(40))
             f.write(json.dumps({"_id": f"r{i}", "title": f"R{i}", "text": text}) + "\n")
     return path
 
@@ -44,10 +44,10 @@ def key(app: App) -> str:
 
 
 @contextmanager
-def serving(settings: Settings, data_dir: Path, grace_s: float) -> Iterator[ServerProcess]:
-    """`serve` in a subprocess on the tests' database, with ``grace_s`` to shut down."""
+def serving(settings: Settings, data_dir: Path, **update: object) -> Iterator[ServerProcess]:
+    """`serve` in a subprocess on the tests' database, with some settings changed."""
     data_dir.mkdir(exist_ok=True)
-    patient = settings.model_copy(update={"shutdown_grace_s": grace_s})
+    patient = settings.model_copy(update=update)
     server = ServerProcess(patient, data_dir, _free_port())
     server.start()
     try:
@@ -67,7 +67,7 @@ def test_sigterm_finishes_the_unary_call_in_flight(
     app: App, settings: Settings, key: str, tmp_path: Path
 ) -> None:
     # a long grace: a loaded machine may take a while to embed the batch
-    with serving(settings, tmp_path / "server", grace_s=120.0) as server:
+    with serving(settings, tmp_path / "server", shutdown_grace_s=120.0) as server:
         _finishes_in_flight(app, server, key)
 
 
@@ -113,12 +113,14 @@ def _finishes_in_flight(app: App, server_process: ServerProcess, key: str) -> No
 def test_an_ingest_job_carries_on_across_a_rolling_restart(
     app: App, settings: Settings, key: str, tmp_path: Path
 ) -> None:
-    with serving(settings, tmp_path / "server", grace_s=30.0) as server:
+    # a small read-ahead, so that the job is still sending when the server stops
+    update = {"shutdown_grace_s": 60.0, "stream_read_ahead_bytes": 64 * 1024}
+    with serving(settings, tmp_path / "server", **update) as server:
         _job_across_restart(app, server, key, tmp_path)
 
 
 def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_path: Path) -> None:
-    n = 3000
+    n = 5000
     corpus = _corpus(tmp_path / "corpus.jsonl", n)
     client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="rollout"))
@@ -127,7 +129,7 @@ def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_p
     args += ["--target", server_process.target, "--api-key", key, "--progress", "never"]
     job = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait(lambda: datastore_counts(app, ds.id)["documents"] > 0)
+        _wait(lambda: datastore_counts(app, ds.id)["documents"] > 0, timeout=300)
         server_process.stop()  # SIGTERM: the stream commits what it read, ends UNAVAILABLE
         assert server_process.proc is not None and server_process.proc.returncode == 0
         during = datastore_counts(app, ds.id)
