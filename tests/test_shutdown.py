@@ -130,8 +130,10 @@ def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_p
     job = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait(lambda: datastore_counts(app, ds.id)["documents"] > 0, timeout=300)
-        server_process.stop()  # SIGTERM: the stream commits what it read, ends UNAVAILABLE
-        assert server_process.proc is not None and server_process.proc.returncode == 0
+        proc = server_process.proc
+        assert proc is not None
+        proc.terminate()  # SIGTERM: the stream commits what it read, ends UNAVAILABLE
+        assert proc.wait(timeout=180) == 0
         during = datastore_counts(app, ds.id)
         assert_consistent(during)
         assert during["documents"] < n
