@@ -30,10 +30,10 @@ from tests.test_ingest_cli import (
 
 
 def _corpus(path: Path, n: int) -> Path:
-    """``n`` documents of about 60 tokens each."""
+    """``n`` documents of about 40 tokens each."""
     with path.open("w") as f:
         for i in range(n):
-            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(40))
+            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(20))
             f.write(json.dumps({"_id": f"r{i}", "title": f"R{i}", "text": text}) + "\n")
     return path
 
@@ -120,7 +120,7 @@ def test_an_ingest_job_carries_on_across_a_rolling_restart(
 
 
 def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_path: Path) -> None:
-    n = 5000
+    n = 2000
     corpus = _corpus(tmp_path / "corpus.jsonl", n)
     client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="rollout"))
