@@ -38,6 +38,7 @@ def serve_process(data_dir: Path, log_file: Path, **settings: str) -> Iterator[S
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
     env.update({f"RETRIEVAL_{k.upper()}": v for k, v in settings.items()})
+    env.setdefault("RETRIEVAL_HTTP_PORT", "0")  # never fight over the default 8080
     log = log_file.open("w")
     proc = subprocess.Popen(
         [

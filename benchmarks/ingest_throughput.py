@@ -156,7 +156,7 @@ class Server:
 
     def start(self) -> None:
         args = [sys.executable, "-m", "service", "serve", "--data-dir", str(self.data_dir)]
-        args += ["--port", str(self.port)]
+        args += ["--port", str(self.port), "--http-port", "0"]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600

@@ -4,7 +4,9 @@ One run, same data (SciFact corpus in a datastore, its 300 test queries):
 (a) floors: query embedding alone, the search SQL alone (psycopg, precomputed
 vectors), a trivial gRPC unary call (health check), and, for comparison, gRPC's
 cost around a bare server's handler that computes as long as the service does;
-(b) the service over gRPC at concurrency 1, 4, 16, 64: p50, p99, QPS;
+(b) the service over gRPC at concurrency 1, 4, 16, 64: p50, p99, QPS; and the
+same queries at concurrency 1 over the HTTP port (Connect JSON, Connect binary,
+gRPC-Web) beside native gRPC;
 (c) ratios service / floor. The QPS floor is the better of batched runs on every
 core and one single-thread run per core side by side; a CPU-cost ceiling (cores /
 the floors' CPU time per query) shows what is left once PostgreSQL and gRPC take
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._harness import (
     SCIFACT,
+    free_port,
     load_corpus,
     load_queries,
     percentile,
@@ -46,6 +49,7 @@ from benchmarks.latency_floors import (
     grpc_held_floor,
     sql_floors,
 )
+from service.api.http.client import HttpClient, Protocol
 from service.client import Client, connect, pb
 from service.embedding.registry import ModelRegistry
 from service.embedding.worker import available_cores
@@ -109,6 +113,35 @@ def load(
     }
 
 
+def http_latency(
+    base_url: str, key: str, datastore_id: str, queries: list[str]
+) -> dict[str, dict[str, float]]:
+    """Query p50/p99 at concurrency 1 over each HTTP wire (one pass over the queries each)."""
+    target = pb.DatastoreIds(ids=[datastore_id])
+    rows = {}
+    wires: list[tuple[str, Protocol, bool]] = [
+        ("connect_json", "connect", False),
+        ("connect_binary", "connect", True),
+        ("grpc_web", "grpc-web", True),
+    ]
+    for name, protocol, binary in wires:
+        client = HttpClient(base_url, key, protocol=protocol, binary=binary)
+        for q in queries[:10]:
+            client.call("RetrievalService", "Query", pb.QueryRequest(datastores=target, text=q))
+        latencies = [
+            timed_ms(
+                client.call,
+                "RetrievalService",
+                "Query",
+                pb.QueryRequest(datastores=target, text=q),
+            )
+            for q in queries
+        ]
+        client.close()
+        rows[name] = {"p50_ms": statistics.median(latencies), "p99_ms": percentile(latencies, 99)}
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -128,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
         data_dir = Path(tmp) / "data"
         cache = str(Path(__file__).resolve().parent.parent / ".venv" / "model-cache")
+        http_port = free_port()
         # One key drives up to 64 concurrent calls here: lift the per-caller limit.
         with serve_process(
             data_dir,
             args.out / "serve.log",
             query_cache_size="0",
             onnx_cache_dir=cache,
+            http_port=str(http_port),
             max_calls_per_principal="64",
         ) as (target, key, server_pid):
             client = connect(target, key)
@@ -161,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 levels[c] = load(client, datastore_id, queries, c, total, meter)
                 print(f"concurrency {c}: {json.dumps(levels[c])}", flush=True)
             client.close()
+            http = http_latency(f"http://127.0.0.1:{http_port}", key, datastore_id, queries)
+            print(f"over HTTP at concurrency 1: {json.dumps(http)}", flush=True)
 
     floor_p50 = floors["embed_p50_ms"] + floors["sql_p50_ms"] + floors["grpc_p50_ms"]
     # The same sum with gRPC's cost around a busy handler instead of a back-to-back call.
@@ -186,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "cores": cores,
         "floors": floors,
         "concurrency": {str(c): v for c, v in levels.items()},
+        # the same queries at c=1 over the HTTP port, beside native gRPC's levels["1"]
+        "http_c1": http,
         "documents": len(corpus),
         "queries": len(queries),
         "ingest_s": ingest_s,
@@ -195,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(x{results['ratio_p50']:.2f}; x{results['ratio_p50_held']:.2f} against the floor "
         f"with gRPC around a busy handler, {held_floor_p50:.2f} ms); best {qps_best:.0f} QPS "
         f"vs embedding floor {floor_qps:.0f} QPS (x{results['ratio_qps']:.2f}) and vs the "
-        f"CPU-cost ceiling {cpu_ceiling_qps:.0f} QPS (x{results['ratio_qps_cpu_ceiling']:.2f})"
+        f"CPU-cost ceiling {cpu_ceiling_qps:.0f} QPS (x{results['ratio_qps_cpu_ceiling']:.2f}); "
+        f"p50 at c=1 over Connect JSON {http['connect_json']['p50_ms']:.2f} ms, Connect binary "
+        f"{http['connect_binary']['p50_ms']:.2f} ms, gRPC-Web {http['grpc_web']['p50_ms']:.2f} ms"
     )
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(results["summary"])

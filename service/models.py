@@ -273,13 +273,21 @@ class Hit:
 
 @dataclass(frozen=True)
 class DatastoreReport:
+    """What a query did with one datastore. A skipped one (an agent's link the service
+    does not serve) carries only its id and ``skipped_reason``, none of its settings."""
+
     datastore_id: UUID
-    metric: Metric
+    metric: Metric | None
     similarity_threshold: float
     max_results: int
     hit_count: int
     fallback: bool
-    mode: SearchMode = SearchMode.VECTOR
+    mode: SearchMode | None = SearchMode.VECTOR
+    skipped_reason: str = ""
+
+    @classmethod
+    def skipped(cls, datastore_id: UUID, reason: str) -> DatastoreReport:
+        return cls(datastore_id, None, 0.0, 0, 0, False, None, reason)
 
 
 @dataclass(frozen=True)

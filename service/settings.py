@@ -5,16 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+BUNDLED_MODEL_NAMES = (BUNDLED_MODEL, "all-MiniLM-L6-v2")
+NO_MODEL_NAME = "none"  # bring-your-own vectors (service.models.NO_MODEL)
 
 
 class Settings(BaseSettings):
     """Every knob of the service. Build one at start-up and pass it down."""
 
-    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="ignore")
+    # Errors name the field, never its value: values include secrets (a JWT secret, a
+    # password inside DATABASE_URL) and start-up errors end up in logs.
+    model_config = SettingsConfigDict(
+        env_prefix="RETRIEVAL_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -27,6 +33,39 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the gRPC server binds.")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0 = any free).")
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain the server presents; with tls_key_file, the gRPC "
+        "port speaks TLS only (docs/security.md).",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of tls_cert_file (keep it mode 0600)."
+    )
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, every client must present a certificate "
+        "signed by it (mutual TLS), in addition to its bearer credential.",
+    )
+    allow_plaintext: bool = Field(
+        default=False,
+        description="Allow plaintext gRPC on a non-loopback address (behind a TLS-terminating "
+        "proxy or on a private network); without it such a bind is refused at start-up.",
+    )
+    http_enabled: bool = Field(
+        default=True,
+        description="Serve the same services over HTTP (Connect JSON/binary, gRPC-Web) plus "
+        "/healthz, /readyz and /metrics on http_port, bound to host like gRPC; false = off.",
+    )
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="HTTP (Connect, gRPC-Web) port (0 = any free)."
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="An HTTP request's body must arrive within this many seconds "
+        "(else DEADLINE_EXCEEDED); its size is bounded by max_message_bytes.",
+    )
     grpc_workers: int = Field(
         default=64,
         ge=1,
@@ -89,7 +128,14 @@ class Settings(BaseSettings):
     )
     default_max_results: int = Field(default=5, ge=1, description="max_results for new datastores.")
     default_embedding_model: str = Field(
-        default=BUNDLED_MODEL, description="embedding_model for new datastores."
+        default=BUNDLED_MODEL,
+        description="embedding_model for new datastores: the bundled model or a name in models.",
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Embedding models offered besides the bundled one, name -> local model "
+        'folder, as JSON (e.g. {"e5-small": "/models/e5-small"}). Datastores choose a model '
+        "by one of these names (or the bundled one, or 'none'); no request names a path.",
     )
     default_chunk_size: int = Field(default=200, ge=16, description="Chunk size in model tokens.")
     default_chunk_overlap: int = Field(default=40, ge=0, description="Chunk overlap in tokens.")
@@ -169,11 +215,75 @@ class Settings(BaseSettings):
     )
     preload_models: list[str] = Field(
         default_factory=lambda: [BUNDLED_MODEL],
-        description="Models loaded at start-up (health is SERVING only once they are).",
+        description="Models loaded at start-up, by name: the bundled one or names in models "
+        "(health is SERVING only once they are).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as readable text, or one JSON object per line (docs/operations.md).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO",
+        description="Least severe log level written; INFO includes one access line per RPC.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of a plain HTTP server for Prometheus' /metrics, bound to host "
+        "(0 = none; the HTTP endpoint, when it runs, serves /metrics too).",
     )
     create_local_key: bool = Field(
         default=True,
         description="On a fresh data directory, create a local user and API key in data_dir.",
+    )
+    lookup_cache_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=60,
+        description="Longest time a cached API key, token subject, datastore or agent link is "
+        "used without asking the database again, so a revocation holds even when its change "
+        "notification is lost (a pooler, a dead listener connection).",
+    )
+    negative_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long an unknown API key or token subject is remembered as unknown "
+        "(0 = never), so repeating a bogus credential does not reach the database each time.",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="Supabase JWKS URL (https://<project>.supabase.co/auth/v1/.well-known/"
+        "jwks.json): its ES256/RS256 keys verify Supabase access tokens. Unset = no JWKS.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Supabase's legacy JWT secret (at least 32 characters): verifies HS256 "
+        "access tokens. Unset = HS256 tokens are refused.",
+    )
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="When set, a token's iss claim must equal it "
+        "(Supabase: https://<project>.supabase.co/auth/v1).",
+    )
+    jwt_leeway_s: float = Field(
+        default=10.0, ge=0, le=60, description="Clock skew allowed on a token's exp/nbf/iat."
+    )
+    jwks_cache_ttl_s: float = Field(
+        default=600.0,
+        ge=1,
+        le=86_400,
+        description="How long fetched JWKS keys are trusted before the URL is read again: a "
+        "key removed from the JWKS is refused at most this long after.",
+    )
+    jwks_min_refetch_s: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600,
+        description="Least time between two reads of the JWKS URL prompted by an unknown kid, "
+        "so tokens naming made-up keys cannot make the service hammer the URL.",
     )
 
     @model_validator(mode="after")
@@ -181,6 +291,48 @@ class Settings(BaseSettings):
         if self.hnsw_ef_construction < 2 * self.hnsw_m:
             raise ValueError("hnsw_ef_construction must be at least 2 * hnsw_m (pgvector's rule)")
         return self
+
+    @model_validator(mode="after")
+    def _check_model_names(self) -> Settings:
+        for name, path in self.models.items():
+            if name in (*BUNDLED_MODEL_NAMES, NO_MODEL_NAME) or not name or len(name) > 200:
+                raise ValueError(f"models: {name[:200]!r} cannot name a configured model")
+            if not path or "\x00" in path or "\x00" in name:
+                raise ValueError(f"models: {name!r} needs a local folder path")
+        offered = self.model_names
+        if self.default_embedding_model not in offered:
+            raise ValueError(
+                f"default_embedding_model must be one of {offered} (a name, not a path)"
+            )
+        unknown = [n for n in self.preload_models if n not in offered]
+        if unknown:
+            raise ValueError(f"preload_models {unknown} are not among {offered}")
+        return self
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every embedding model name a datastore may choose, besides 'none'."""
+        return [*BUNDLED_MODEL_NAMES, *sorted(self.models)]
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ValueError("jwks_url must be an http(s) URL")
+        return url
+
+    @property
+    def jwt_configured(self) -> bool:
+        """True when Supabase access tokens are accepted beside API keys."""
+        return self.jwks_url is not None or self.jwt_secret is not None
 
     @property
     def api_key_file(self) -> Path:

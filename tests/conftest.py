@@ -24,6 +24,9 @@ from service.storage.embedded import EmbeddedPostgres
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
+# Every log line of the run is checked for keys, tokens and registered texts.
+pytest_plugins = ["tests.log_guard", "tests.http_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
 # Exported ONNX models outlive a test session (the export takes a while); .venv is ours.

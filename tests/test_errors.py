@@ -6,7 +6,6 @@ import math
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 import pytest
@@ -72,7 +71,7 @@ def document_count(app: App, ds_id: str) -> int:
             pb.CreateDatastoreRequest(
                 name="x", config=pb.DatastoreConfig(embedding_model="hub/some-remote-model")
             ),
-            "no models are downloaded",
+            "choose one of ['sentence-transformers/all-MiniLM-L6-v2', 'all-MiniLM-L6-v2']",
         ),
         (
             pb.CreateDatastoreRequest(
@@ -317,12 +316,12 @@ def test_revoked_key_stops_working(app: App, target: str) -> None:
         c.close()
 
 
-def test_a_datastore_whose_model_folder_is_gone_is_failed_precondition(
-    client: Client, app: App, tmp_path: Path
+def test_a_datastore_whose_model_is_no_longer_offered_is_failed_precondition(
+    client: Client, app: App
 ) -> None:
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="t"))
-    gone = str(tmp_path / "removed-model")
-    with app.db.connection() as conn:  # as if the folder the datastore names were deleted
+    gone = f"retired-{uuid.uuid4().hex[:8]}"
+    with app.db.connection() as conn:  # as if the operator removed the name from RETRIEVAL_MODELS
         conn.execute(
             "UPDATE datastores"
             " SET config = jsonb_set(config, '{embedding_model}', to_jsonb(%s::text))"

@@ -422,7 +422,7 @@ class ServerProcess:
         self.port = port
         self.target = f"127.0.0.1:{port}"
         self._args = [sys.executable, "-m", "service", "serve", "--data-dir", str(data_dir)]
-        self._args += ["--port", str(port)]
+        self._args += ["--port", str(port), "--http-port", "0"]
         self._env = {**os.environ, **settings_env(settings)}
         self._log = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None

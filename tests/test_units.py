@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 
 from service import scoring
 from service.core.chunking import chunk_text
 from service.errors import InvalidArgument
 from service.models import Metric
-from service.storage.pagination import decode_token, encode_token, page_size
+from service.storage.pagination import (
+    KEYSET_CREATED_ID,
+    KEYSET_TEXT,
+    decode_token,
+    encode_token,
+    page_size,
+)
 
 
 def _offsets(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
@@ -62,9 +71,17 @@ def test_index_types_follow_pgvector_limits() -> None:
 
 
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
-    assert decode_token(encode_token(["a", 1]), 2) == ["a", 1]
-    assert decode_token("", 2) is None
-    with pytest.raises(InvalidArgument):
-        decode_token("not-a-token!", 2)
+    moment, key = datetime.now(UTC), uuid.uuid4()
+    assert decode_token(encode_token([moment, key]), KEYSET_CREATED_ID) == [moment, key]
+    assert decode_token(encode_token(["a\U0001f600"]), KEYSET_TEXT) == ["a\U0001f600"]
+    assert decode_token("", KEYSET_TEXT) is None
+    for garbage in ("not-a-token!", "A" * 5000, encode_token(["a", 1]), encode_token([moment])):
+        with pytest.raises(InvalidArgument, match="page_token"):
+            decode_token(garbage, KEYSET_CREATED_ID)
+    for key_ in (["x", "y"], [True, 1], [{}, {}], [str(moment.replace(tzinfo=None)), str(key)]):
+        with pytest.raises(InvalidArgument, match="page_token"):
+            decode_token(encode_token(key_), KEYSET_CREATED_ID)
+    with pytest.raises(InvalidArgument, match="page_token"):
+        decode_token(encode_token(["a\x00"]), KEYSET_TEXT)
     assert page_size(0) == 50
     assert page_size(10_000) == 500

@@ -97,8 +97,12 @@ _END = object()
 
 
 def _size(message: object) -> int:
+    """Bytes of a message: a protobuf's encoded size, raw bytes' length, else 0 (an
+    ``Undecodable`` stand-in: its bytes are already gone)."""
     byte_size = getattr(message, "ByteSize", None)
-    return int(byte_size()) if byte_size is not None else len(message)  # type: ignore[arg-type]
+    if byte_size is not None:
+        return int(byte_size())
+    return len(message) if isinstance(message, bytes | bytearray) else 0
 
 
 class _Feed:

@@ -313,6 +313,11 @@ def hit(h: Hit) -> pb.Hit:
 
 
 def report(r: DatastoreReport) -> pb.DatastoreReport:
+    if r.skipped_reason:
+        return pb.DatastoreReport(
+            datastore_id=str(r.datastore_id), skipped=True, skipped_reason=r.skipped_reason
+        )
+    assert r.metric is not None and r.mode is not None
     return pb.DatastoreReport(
         datastore_id=str(r.datastore_id),
         similarity_metric=METRIC_TO_PB[r.metric],

@@ -8,8 +8,11 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from service.api.decoding import check_decoded, checked_stream
 from service.api.errors import status_for
 from service.api.limits import principal_slot
+from service.api.observability import Call
+from service.api.request_checks import check_request
 from service.core.identity import Identity
 from service.errors import Unauthenticated
 from service.models import Principal
@@ -43,13 +46,20 @@ def authenticated(
 
     @functools.wraps(method)
     def wrapper(self: S, request: Req, context: grpc.ServicerContext) -> Resp:
+        call = Call(self, method.__name__, context)  # request id, metrics, access log
+        call.received(request)
         try:
-            principal = self.identity.authenticate(bearer_token(context))
+            principal = call.principal = self.identity.authenticate(bearer_token(context))
+            check_request(check_decoded(request))
             with principal_slot(principal):
-                return method(self, request, principal)
+                response = method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
+            call.end(code)
             context.abort(code, message)
+        call.sent(response)
+        call.end(grpc.StatusCode.OK)
+        return response
 
     return wrapper
 
@@ -61,14 +71,19 @@ def authenticated_stream(
 
     @functools.wraps(method)
     def wrapper(self: S, requests: Iterator[Req], context: grpc.ServicerContext) -> Iterator[Resp]:
+        call = Call(self, method.__name__, context)
         try:
-            principal = self.identity.authenticate(bearer_token(context))
+            principal = call.principal = self.identity.authenticate(bearer_token(context))
+            stream = call.requests(checked_stream(requests))
             with principal_slot(principal):
-                yield from method(self, requests, principal)
+                yield from call.responses(method(self, stream, principal))
         except Exception as e:
             if not context.is_active():
                 return  # the client is gone (cancelled, disconnected): no one to tell
             code, message = status_for(e)
+            call.end(code)
             context.abort(code, message)
+        finally:  # a clean end, or the client went away (the generator was closed)
+            call.end(grpc.StatusCode.OK if context.is_active() else grpc.StatusCode.CANCELLED)
 
     return wrapper

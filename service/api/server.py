@@ -16,11 +16,13 @@ from grpc_reflection.v1alpha import reflection
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from service.api.aio_bridge import Handler, Runner
+from service.api.decoding import tolerant_handler
 from service.api.limits import Gate, PrincipalSlots
 from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
 from service.api.servicers.retrieval import RetrievalServicer
+from service.api.tls import add_port
 from service.app import App
 from service.settings import Settings
 
@@ -47,6 +49,7 @@ class HealthMonitor:
         self._loop = loop
         self._interval_s = interval_s
         self._stop = threading.Event()
+        self._serving = False
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
 
     def start(self) -> None:
@@ -57,7 +60,12 @@ class HealthMonitor:
         self._stop.set()
         self._set(False)
 
+    def serving(self) -> bool:
+        """Whether the health service reports the whole server SERVING."""
+        return self._serving
+
     def _set(self, serving: bool) -> None:
+        self._serving = serving
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -130,6 +138,10 @@ class RetrievalServer:
         await self.server.stop(grace)
         self.runner.executor.shutdown(wait=False, cancel_futures=True)
 
+    def serving(self) -> bool:
+        """Whether gRPC health says SERVING (the HTTP port's /readyz asks this)."""
+        return self._monitor.serving()
+
     def wait(self) -> None:
         self._stopped.wait()
 
@@ -188,14 +200,18 @@ async def _start(
         RetrievalServicer(app.identity, app.retrieval), target
     )
     for service, handlers in capture.handlers.items():
-        wrapped = {name: runner.wrap(h) for name, h in handlers.items()}
+        wrapped = {
+            name: runner.wrap(tolerant_handler(h, f"/{service}/{name}"))
+            for name, h in handlers.items()
+        }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
     health_servicer = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(address)
+    # TLS when configured (api/tls.py); aio's add_*_port take the same arguments
+    port = add_port(cast(grpc.Server, server), address, settings)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     monitor = HealthMonitor(app, health_servicer, loop)

@@ -18,13 +18,39 @@ def check_agent(principal: Principal, agent: Agent) -> None:
 
 def check_served(datastore: Datastore) -> None:
     """Agentopia's pinecone/getzep rows live in the same table; this service cannot serve them."""
+    reason = served_refusal(datastore)
+    if reason is not None:
+        raise FailedPrecondition(f"datastore {datastore.id} {reason}")
+
+
+def served_refusal(datastore: Datastore) -> str | None:
+    """Why this service cannot search ``datastore``, or None when it can."""
     if datastore.type != SERVED_DATASTORE_TYPE:
-        raise FailedPrecondition(
-            f"datastore {datastore.id} is of type {datastore.type!r}; this service serves only "
+        return (
+            f"is of type {datastore.type!r}; this service serves only "
             f"{SERVED_DATASTORE_TYPE!r} datastores"
         )
     if datastore.config.dimensions <= 0 or not datastore.config.embedding_model:
-        raise FailedPrecondition(
-            f"datastore {datastore.id} has no embedding configuration (was it created outside "
-            "this service?); create it through CreateDatastore"
+        return (
+            "has no embedding configuration (was it created outside this service?); "
+            "create it through CreateDatastore"
         )
+    return None
+
+
+def link_refusal(agent: Agent, datastore: Datastore) -> str | None:
+    """Why the agent may not read ``datastore``, or None when it may.
+
+    The isolation rule: an agent reads only datastores owned by the agent's owner,
+    whoever asks (service credentials included), however the link was made.
+    """
+    if datastore.user_id != agent.user_id:
+        return "the datastore belongs to another user than the agent's owner"
+    return None
+
+
+def check_link(agent: Agent, datastore: Datastore) -> None:
+    """Refuse to link an agent to a datastore it may not read (see ``link_refusal``)."""
+    reason = link_refusal(agent, datastore)
+    if reason is not None:
+        raise PermissionDenied(f"agent {agent.id} may not use datastore {datastore.id}: {reason}")

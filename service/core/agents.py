@@ -7,7 +7,12 @@ from uuid import UUID
 
 from service.core import access
 from service.core.lookup_cache import LookupCache
-from service.core.validation import check_text
+from service.core.validation import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_NAME_CHARS,
+    check_text,
+)
 from service.errors import InvalidArgument, NotFound
 from service.models import Agent, AgentDatastoreLink, Datastore, Page, Principal
 from service.storage import agents as rows
@@ -31,7 +36,7 @@ class Agents:
         self._lookups = lookups
 
     def create(self, principal: Principal, fields: AgentFields) -> Agent:
-        name = check_text(fields.name, "name", max_chars=200).strip()
+        name = check_text(fields.name, "name", max_chars=MAX_NAME_CHARS).strip()
         if not name:
             raise InvalidArgument("name is required")
         with self._db.connection() as conn:
@@ -39,10 +44,18 @@ class Agents:
                 conn,
                 user_id=principal.user_id,
                 name=name,
-                description=check_text(fields.description, "description"),
-                system_instructions=check_text(fields.system_instructions, "system_instructions"),
+                description=check_text(
+                    fields.description, "description", max_chars=MAX_DESCRIPTION_CHARS
+                ),
+                system_instructions=check_text(
+                    fields.system_instructions,
+                    "system_instructions",
+                    max_chars=MAX_INSTRUCTIONS_CHARS,
+                ),
                 assistant_instructions=check_text(
-                    fields.assistant_instructions, "assistant_instructions"
+                    fields.assistant_instructions,
+                    "assistant_instructions",
+                    max_chars=MAX_INSTRUCTIONS_CHARS,
                 ),
                 active=fields.active,
             )
@@ -69,13 +82,15 @@ class Agents:
     def attach(
         self, principal: Principal, agent_id: UUID, datastore_id: UUID
     ) -> AgentDatastoreLink:
-        """Link an agent to a datastore; a user must own both (Agentopia checks only the agent)."""
-        self.get(principal, agent_id)
+        """Link an agent to a datastore. A user must own both (Agentopia checks only the
+        agent); and, for every caller, the datastore's owner must be the agent's owner."""
+        agent = self.get(principal, agent_id)
         with self._db.connection() as conn:
             datastore = datastore_rows.get(conn, datastore_id)
             if datastore is None:
                 raise NotFound(f"datastore {datastore_id} not found")
             access.check_datastore(principal, datastore)
+            access.check_link(agent, datastore)
             access.check_served(datastore)
             link = rows.attach(conn, agent_id, datastore_id)
         self._lookups.invalidate()
@@ -91,8 +106,9 @@ class Agents:
     def datastores(
         self, principal: Principal, agent_id: UUID
     ) -> list[tuple[AgentDatastoreLink, Datastore]]:
-        """The agent's links with their datastores, oldest link first."""
-        self.get(principal, agent_id)
+        """The agent's links with their datastores, oldest link first. Links the isolation
+        rule forbids (made behind the service's back) are left out, datastore and all."""
+        agent = self.get(principal, agent_id)
         with self._db.connection() as conn:
             links = rows.links(conn, agent_id)
             by_id = {
@@ -101,4 +117,9 @@ class Agents:
                     conn, [link.datastore_id for link in links], counts=True
                 )
             }
-        return [(link, by_id[link.datastore_id]) for link in links if link.datastore_id in by_id]
+        return [
+            (link, datastore)
+            for link in links
+            if (datastore := by_id.get(link.datastore_id)) is not None
+            and access.link_refusal(agent, datastore) is None
+        ]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import scoring
-from service.embedding.registry import ModelRegistry, resolve_model_path
+from service.embedding.registry import ModelRegistry
 from service.errors import InvalidArgument
 from service.models import (
     DEFAULT_BM25_B,
@@ -51,7 +51,7 @@ def build_config(
         dimensions = request.dimensions
         max_tokens = settings.default_chunk_size
     else:
-        resolve_model_path(model)  # an unknown name is the caller's mistake: INVALID_ARGUMENT
+        models.check_name(model)  # an unknown name is the caller's mistake: INVALID_ARGUMENT
         embedder = models.get(model)
         if request.dimensions not in (0, embedder.dimensions):
             raise InvalidArgument(

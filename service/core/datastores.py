@@ -9,7 +9,13 @@ from uuid import UUID
 from service.core import access
 from service.core.datastore_config import ConfigRequest, build_config
 from service.core.lookup_cache import LookupCache
-from service.core.validation import check_max_results, check_text, check_threshold
+from service.core.validation import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS,
+    check_max_results,
+    check_text,
+    check_threshold,
+)
 from service.embedding.registry import ModelRegistry
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.models import (
@@ -93,7 +99,7 @@ class Datastores:
         self._lookups = lookups
 
     def _check_name(self, name: str) -> str:
-        name = check_text(name, "name", max_chars=200).strip()
+        name = check_text(name, "name", max_chars=MAX_NAME_CHARS).strip()
         if not name:
             raise InvalidArgument("name is required")
         return name
@@ -129,7 +135,9 @@ class Datastores:
                 conn,
                 user_id=principal.user_id,
                 name=name,
-                description=check_text(fields.description, "description"),
+                description=check_text(
+                    fields.description, "description", max_chars=MAX_DESCRIPTION_CHARS
+                ),
                 type=kind,
                 config=config,
                 metric=metric,
@@ -194,7 +202,9 @@ class Datastores:
         if "name" in paths:
             changes["name"] = self._check_name(fields.name)
         if "description" in paths:
-            changes["description"] = check_text(fields.description, "description")
+            changes["description"] = check_text(
+                fields.description, "description", max_chars=MAX_DESCRIPTION_CHARS
+            )
         if "similarity_metric" in paths:
             changes["similarity_metric"] = (fields.metric or Metric.COSINE).value
         if "similarity_threshold" in paths:

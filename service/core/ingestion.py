@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+from service import metrics
 from service.core import access
 from service.core.chunking import chunk_text
 from service.core.validation import check_metadata, check_text, check_vector
@@ -195,6 +196,7 @@ class Ingestion:
             self.embed(pending, datastore)
             for result in self.store(datastore, pending):
                 results[result.external_id] = result
+        metrics.count_ingested(r.status for r in results.values())
         return [results[d.external_id] for d in docs]
 
     # ------------------------------------------------------------ write stages
@@ -297,6 +299,7 @@ class Ingestion:
         self, principal: Principal, datastore_id: UUID, external_id: str, with_chunks: bool
     ) -> tuple[Document, list[StoredChunk]]:
         self._readable(principal, datastore_id)
+        check_text(external_id, "external_id", max_bytes=MAX_EXTERNAL_ID_BYTES)
         with self._db.connection() as conn:
             doc = rows.get(conn, datastore_id, external_id)
             if doc is None:
@@ -316,6 +319,12 @@ class Ingestion:
     ) -> tuple[int, list[str]]:
         if not external_ids:
             raise InvalidArgument("external_ids must not be empty")
+        if len(external_ids) > self._settings.max_documents_per_request:
+            raise InvalidArgument(
+                f"external_ids: at most {self._settings.max_documents_per_request} per request"
+            )
+        for i, external_id in enumerate(external_ids):
+            check_text(external_id, f"external_ids[{i}]", max_bytes=MAX_EXTERNAL_ID_BYTES)
         self.datastore_for_write(principal, datastore_id)
         with self._db.connection() as conn:
             deleted = rows.delete(conn, datastore_id, external_ids)

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from uuid import UUID
 
-from service import metadata_filter
+from service import metadata_filter, metrics
 from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
@@ -15,7 +15,6 @@ from service.embedding.worker import EmbeddingWorker
 from service.errors import InvalidArgument, NotFound
 from service.models import (
     NO_MODEL,
-    SERVED_DATASTORE_TYPE,
     Datastore,
     DatastoreReport,
     Hit,
@@ -63,9 +62,12 @@ class Retrieval:
         with self._in_flight_lock:
             self._in_flight += 1
         try:
-            return query_limits.fit_response(
+            result = query_limits.fit_response(
                 self._query(principal, spec), self._settings.max_response_bytes
             )
+            mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
+            metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
+            return result
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
@@ -73,15 +75,23 @@ class Retrieval:
     def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
         where = _compiled_filter(spec)
-        datastores = self._resolve(principal, spec)
+        datastores, skipped = self._resolve(principal, spec)
         if spec.exact:
             query_limits.check_exact(
                 self._db, principal, datastores, self._settings.exact_max_chunks
             )
+        result = self._search(spec, where, datastores)
+        return QueryResult(result.hits, result.reports + skipped)
+
+    def _search(
+        self, spec: QuerySpec, where: Compiled | None, datastores: list[Datastore]
+    ) -> QueryResult:
         plans = [_plan(d, spec) for d in datastores]
+        clock = metrics.StageClock(metrics.mode_label(p.mode for p in plans))
         vectors = self._query_vectors(
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
+        clock.lap("embed" if spec.vector is None and vectors else None)
         one_vector_search = len(plans) == 1 and plans[0].mode is SearchMode.VECTOR
         if one_vector_search and where is None and not spec.exact:
             # The common agent query: the search statement alone, no pipeline.
@@ -94,7 +104,8 @@ class Retrieval:
                     k=self._depth(plan, spec),
                     threshold=plan.threshold,
                 )
-            return self._merge([(plan, self._finish(plan, spec, found))], spec)
+            clock.lap("database")
+            return self._merge([(plan, self._finish(plan, spec, found))], spec, clock)
         per_datastore: list[tuple[_Plan, list[search.Candidate]]] = []
         # Every datastore's search is queued before any is collected: one round trip
         # to the database for the whole query (a short filtered search adds one).
@@ -116,7 +127,8 @@ class Retrieval:
             pipeline.sync()
             for plan, collect in pending:
                 per_datastore.append((plan, self._finish(plan, spec, collect())))
-        return self._merge(per_datastore, spec)
+        clock.lap("database")
+        return self._merge(per_datastore, spec, clock)
 
     def _depth(self, plan: _Plan, spec: QuerySpec) -> int:
         """Candidates to fetch: distinct_documents over-fetches chunks so that
@@ -147,19 +159,12 @@ class Retrieval:
                 raise InvalidArgument("query text is empty: send text or a vector")
             check_text(spec.text, "text", max_chars=MAX_QUERY_CHARS)
 
-    def _resolve(self, principal: Principal, spec: QuerySpec) -> list[Datastore]:
+    def _resolve(
+        self, principal: Principal, spec: QuerySpec
+    ) -> tuple[list[Datastore], list[DatastoreReport]]:
+        """The datastores to search, and reports for an agent's links that are not served."""
         if spec.agent_id is not None:
-            found = self._lookups.agent(spec.agent_id)
-            if found is None:
-                raise NotFound(f"agent {spec.agent_id} not found")
-            agent, linked = found
-            access.check_agent(principal, agent)
-            # Agentopia's pinecone/getzep links are not ours to serve: skip them.
-            return [
-                d
-                for d in (self._lookups.datastore(i) for i in linked)
-                if d is not None and d.type == SERVED_DATASTORE_TYPE
-            ]
+            return self._agent_datastores(principal, spec.agent_id)
         if not spec.datastore_ids:
             raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
@@ -170,7 +175,30 @@ class Retrieval:
             access.check_datastore(principal, datastore)
             access.check_served(datastore)
             datastores.append(datastore)
-        return datastores
+        return datastores, []
+
+    def _agent_datastores(
+        self, principal: Principal, agent_id: UUID
+    ) -> tuple[list[Datastore], list[DatastoreReport]]:
+        """The agent's links this service serves; the others (Agentopia's pinecone/getzep
+        links, and links the isolation rule forbids) are skipped with a reason."""
+        found = self._lookups.agent(agent_id)
+        if found is None:
+            raise NotFound(f"agent {agent_id} not found")
+        agent, linked = found
+        access.check_agent(principal, agent)
+        served: list[Datastore] = []
+        skipped: list[DatastoreReport] = []
+        for datastore_id in linked:
+            datastore = self._lookups.datastore(datastore_id)
+            if datastore is None:
+                continue  # deleted since the links were read
+            reason = access.link_refusal(agent, datastore) or access.served_refusal(datastore)
+            if reason is None:
+                served.append(datastore)
+            else:
+                skipped.append(DatastoreReport.skipped(datastore_id, reason))
+        return served, skipped
 
     def _query_vectors(self, spec: QuerySpec, datastores: list[Datastore]) -> dict[UUID, Vector]:
         """The query vector for each datastore: embedded once per distinct model."""
@@ -197,7 +225,10 @@ class Retrieval:
         return out
 
     def _merge(
-        self, per_datastore: list[tuple[_Plan, list[search.Candidate]]], spec: QuerySpec
+        self,
+        per_datastore: list[tuple[_Plan, list[search.Candidate]]],
+        spec: QuerySpec,
+        clock: metrics.StageClock | None = None,
     ) -> QueryResult:
         """Passing hits of every datastore by score; fallback hits only when none passed."""
         passing = [c.hit for _, found in per_datastore for c in found if c.passes]
@@ -239,6 +270,8 @@ class Retrieval:
             )
             for plan, _ in per_datastore
         ]
+        if clock is not None:
+            clock.lap("merge")
         return QueryResult(hits, reports)
 
 

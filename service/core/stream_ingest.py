@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 from uuid import UUID
 
+from service import metrics
 from service.core.ingestion import Ingestion, PreparedDocument, content_sha256, unchanged_result
 from service.errors import InvalidArgument, RetrievalError
 from service.models import Datastore, DocumentInput, DocumentResult, IngestStatus, Principal
@@ -224,6 +225,7 @@ class StreamIngest:
         run.spawn("ingest-write", lambda: self._write(datastore, embedded, done))
         try:
             while not isinstance(results := done.get(), _End):
+                metrics.count_ingested(r.status for r in results)
                 yield from results
         except _Closed:
             pass

@@ -12,6 +12,11 @@ import numpy.typing as npt
 from service.errors import InvalidArgument
 from service.models import JsonObject, Metric, Vector
 
+# Lengths of the free-text fields of datastores and agents, in characters.
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_INSTRUCTIONS_CHARS = 100_000
+
 
 def parse_uuid(value: str, field: str) -> UUID:
     if not value:

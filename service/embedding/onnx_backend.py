@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service import metrics
+
 _log = logging.getLogger(__name__)
 
 # Inputs per onnxruntime call, sorted by length so padding stays small. 16 beat 32
@@ -195,6 +197,7 @@ class OnnxEmbedder:
         for start in range(0, len(order), _SUB_BATCH):
             rows = order[start : start + _SUB_BATCH]
             out[rows] = self._run(session, lock, [encodings[i] for i in rows])
+        metrics.count_embedded(len(texts), sum(len(e.ids) for e in encodings))
         return out
 
     def _run(

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service import metrics
+
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on the CPU; thread-safe ``embed``.
@@ -44,6 +46,9 @@ class SentenceTransformerEmbedder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+        # The torch path is not the fast one: tokenizing again to count is affordable here.
+        ids = self._tokenizer(list(texts), truncation=True, max_length=self.max_tokens + 2)
+        metrics.count_embedded(len(texts), sum(len(i) for i in ids["input_ids"]))
         return np.asarray(vectors, dtype=np.float32)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service import metrics
 from service.embedding.registry import ModelRegistry
 from service.errors import Unavailable
 from service.models import Vector
@@ -51,6 +52,7 @@ def available_cores() -> int:
 class _Job:
     model: str
     texts: Sequence[str]
+    kind: str = "ingest"  # or "query": for the metrics
     future: Future[np.ndarray] = field(default_factory=Future)
 
 
@@ -96,6 +98,7 @@ class EmbeddingWorker:
         self._small: deque[_Job] = deque()
         self._bulk: deque[_BulkJob] = deque()
         self._running = 0  # model runs in progress, on lanes or on the idle fast path
+        self._busy_s = 0.0  # model run time so far, summed over lanes (metrics)
         self._stopped = False
         self._lanes = [
             threading.Thread(target=self._lane, name=f"embedding-lane-{i}", daemon=True)
@@ -124,11 +127,14 @@ class EmbeddingWorker:
             self._small.clear()
             self._bulk.clear()
 
-    def embed(self, model: str, texts: Sequence[str], *, alone: bool = False) -> Vector:
+    def embed(
+        self, model: str, texts: Sequence[str], *, alone: bool = False, kind: str = "ingest"
+    ) -> Vector:
         """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users).
 
         ``alone``: no other query is in flight, so none could share the run: when no
-        model is running, run on this thread.
+        model is running, run on this thread. ``kind`` ('query' or 'ingest') labels
+        the run in the metrics.
         """
         if self._stopped:
             raise Unavailable(_SHUTTING_DOWN)
@@ -137,11 +143,13 @@ class EmbeddingWorker:
             return np.zeros((0, embedder.dimensions), dtype=np.float32)
         small = len(texts) <= self._batch_size
         if alone and small and self._claim_if_idle():
+            started = time.perf_counter()
             try:
-                return embedder.embed(texts)
+                with metrics.embedding_kind(kind):
+                    return embedder.embed(texts)
             finally:
-                self._finish_run()
-        job = _Job(model, texts)
+                self._finish_run(started)
+        job = _Job(model, texts, kind)
         with self._cond:
             if self._stopped:
                 raise Unavailable(_SHUTTING_DOWN)
@@ -163,8 +171,10 @@ class EmbeddingWorker:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
+                metrics.count_query_cache(hit=True)
                 return cached
-        vector: Vector = self.embed(model, [text], alone=alone)[0]
+        metrics.count_query_cache(hit=False)
+        vector: Vector = self.embed(model, [text], alone=alone, kind="query")[0]
         if self._cache_size:
             vector.setflags(write=False)  # shared between callers
             with self._cache_lock:
@@ -180,9 +190,26 @@ class EmbeddingWorker:
             self._running += 1
             return True
 
-    def _finish_run(self) -> None:
+    def _finish_run(self, started: float) -> None:
+        elapsed = time.perf_counter() - started
         with self._cond:
             self._running -= 1
+            self._busy_s += elapsed
+
+    def stats(self) -> metrics.EmbeddingStats:
+        """The queue and lanes right now (read by the metrics at each scrape)."""
+        with self._cond:
+            queued = {"query": 0, "ingest": 0}
+            for job in self._small:
+                queued[job.kind] += len(job.texts)
+            queued["ingest"] += sum(len(b.order) - b.handed for b in self._bulk)
+            return metrics.EmbeddingStats(
+                lanes=len(self._lanes),
+                busy=self._running,
+                busy_seconds=self._busy_s,
+                queued_query_texts=queued["query"],
+                queued_ingest_texts=queued["ingest"],
+            )
 
     # ------------------------------------------------------------------ lane threads
 
@@ -196,10 +223,11 @@ class EmbeddingWorker:
                     self._cond.wait()
                     work = self._take_work()
                 self._running += 1
+            started = time.perf_counter()
             try:
                 work()
             finally:
-                self._finish_run()
+                self._finish_run(started)
 
     def _take_work(self) -> Callable[[], None] | None:
         """The next run, queries first (called holding the lock); None when nothing is queued."""
@@ -250,7 +278,8 @@ class EmbeddingWorker:
         texts = [t for job in batch for t in job.texts]
         try:
             embedder = self.registry.get(batch[0].model)
-            vectors = embedder.embed(texts, single_thread=self._single_thread)
+            with metrics.embedding_kind(batch[0].kind):
+                vectors = embedder.embed(texts, single_thread=self._single_thread)
         except Exception as e:  # each caller gets the failure, the lane lives on
             _log.exception("embedding failed")
             for job in batch:
@@ -267,7 +296,8 @@ class EmbeddingWorker:
         texts = [bulk.job.texts[i] for i in rows]
         try:
             embedder = self.registry.get(bulk.job.model)
-            vectors = embedder.embed(texts, single_thread=self._single_thread)
+            with metrics.embedding_kind(bulk.job.kind):
+                vectors = embedder.embed(texts, single_thread=self._single_thread)
         except Exception as e:
             _log.exception("embedding failed")
             with self._cond:

@@ -8,7 +8,7 @@ from uuid import UUID
 import psycopg
 
 from service.models import Agent, AgentDatastoreLink, Page
-from service.storage.pagination import decode_token, encode_token
+from service.storage.pagination import KEYSET_CREATED_ID, decode_token, encode_token
 
 _COLUMNS = (
     "id, user_id, name, description, system_instructions, assistant_instructions, active,"
@@ -73,7 +73,7 @@ def list_page(
     if user_id is not None:
         where.append("user_id = %s")
         params.append(user_id)
-    after = decode_token(token, 2)
+    after = decode_token(token, KEYSET_CREATED_ID)
     if after is not None:
         where.append("(created_at, id) > (%s::timestamptz, %s::uuid)")
         params.extend(after)

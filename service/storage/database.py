@@ -50,6 +50,10 @@ class Database:
     def close(self) -> None:
         self._pool.close()
 
+    def pool_stats(self) -> dict[str, int]:
+        """psycopg_pool's measures and counters (size, idle, waiting, ...), for the metrics."""
+        return self._pool.get_stats()
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection inside a transaction (committed on clean exit)."""

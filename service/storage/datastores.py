@@ -10,7 +10,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from service.models import Datastore, DatastoreConfig, Metric, Page
-from service.storage.pagination import decode_token, encode_token
+from service.storage.pagination import KEYSET_CREATED_ID, decode_token, encode_token
 
 _COLUMNS = (
     "d.id, d.user_id, d.name, d.description, d.type, d.config, d.similarity_metric,"
@@ -103,7 +103,7 @@ def list_page(
     if user_id is not None:
         where.append("d.user_id = %s")
         params.append(user_id)
-    after = decode_token(token, 2)
+    after = decode_token(token, KEYSET_CREATED_ID)
     if after is not None:
         where.append("(d.created_at, d.id) > (%s::timestamptz, %s::uuid)")
         params.extend(after)

@@ -11,7 +11,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from service.models import Document, DocumentInput, Page, PreparedChunk, StoredChunk
-from service.storage.pagination import decode_token, encode_token
+from service.storage.pagination import KEYSET_TEXT, decode_token, encode_token
 from service.storage.partitions import partition_name
 
 _COLUMNS = (
@@ -135,7 +135,7 @@ def chunks(conn: psycopg.Connection, datastore_id: UUID, document_id: UUID) -> l
 def list_page(
     conn: psycopg.Connection, datastore_id: UUID, limit: int, token: str
 ) -> Page[Document]:
-    after = decode_token(token, 1)
+    after = decode_token(token, KEYSET_TEXT)
     rows = conn.execute(
         f"SELECT {_COLUMNS} FROM public.datastore_documents WHERE datastore_id = %s"
         " AND (%s::text IS NULL OR external_id > %s::text) ORDER BY external_id LIMIT %s",

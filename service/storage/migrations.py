@@ -8,6 +8,8 @@ from importlib import resources
 
 import psycopg
 
+from service.storage import privileges
+
 _log = logging.getLogger(__name__)
 
 # Any constant works; it only keeps two starting replicas from migrating at once.
@@ -32,7 +34,10 @@ def available_migrations() -> list[Migration]:
 
 
 def migrate(conninfo: str) -> list[Migration]:
-    """Apply every pending migration, each in its own transaction. Returns those applied."""
+    """Apply every pending migration, each in its own transaction, then lock the service's
+    objects down against Supabase's Data API roles (storage/privileges.py). Returns the
+    migrations applied.
+    """
     applied: list[Migration] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_ADVISORY_LOCK_KEY,))
@@ -42,6 +47,7 @@ def migrate(conninfo: str) -> list[Migration]:
                 " version integer PRIMARY KEY, name text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            privileges.check_reach(conn)  # a blinded role would re-apply everything
             done = {
                 row[0]
                 for row in conn.execute("SELECT version FROM public.retrieval_schema_migrations")
@@ -58,6 +64,9 @@ def migrate(conninfo: str) -> list[Migration]:
                     )
                 _log.info("applied migration %04d_%s", migration.version, migration.name)
                 applied.append(migration)
+            # After every migrate, not as a migration: covers tables later ones add.
+            with conn.transaction():
+                privileges.lock_down(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_ADVISORY_LOCK_KEY,))
     return applied

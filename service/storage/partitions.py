@@ -9,6 +9,7 @@ from psycopg import sql
 
 from service import scoring
 from service.models import HnswParams, Metric
+from service.storage import privileges
 
 
 def partition_name(datastore_id: UUID) -> str:
@@ -33,6 +34,8 @@ def create_partition(
             "CREATE TABLE public.{} PARTITION OF public.datastore_chunks FOR VALUES IN ({})"
         ).format(sql.Identifier(partition_name(datastore_id)), sql.Literal(str(datastore_id)))
     )
+    # Supabase's default privileges grant the Data API roles this new table too.
+    privileges.lock_down_relation(conn, partition_name(datastore_id))
     create_index(conn, datastore_id, metric, dimensions, hnsw)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import psycopg
@@ -27,26 +29,43 @@ def user_exists(conn: psycopg.Connection, user_id: UUID) -> bool:
 
 
 def insert_api_key(
-    conn: psycopg.Connection, user_id: UUID, *, name: str, prefix: str, key_hash: bytes, role: Role
-) -> UUID:
+    conn: psycopg.Connection,
+    user_id: UUID,
+    *,
+    name: str,
+    prefix: str,
+    key_hash: bytes,
+    role: Role,
+    expires_in: timedelta | None = None,
+) -> tuple[UUID, datetime | None]:
+    """Store a key; returns its id and expiry (the database's clock + ``expires_in``)."""
     row = conn.execute(
-        "INSERT INTO public.retrieval_api_keys (user_id, name, prefix, key_hash, role)"
-        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (user_id, name, prefix, key_hash, role.value),
+        "INSERT INTO public.retrieval_api_keys (user_id, name, prefix, key_hash, role, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, now() + %s::interval) RETURNING id, expires_at",
+        (user_id, name, prefix, key_hash, role.value, expires_in),
     ).fetchone()
     assert row is not None
-    return UUID(str(row[0]))
+    return UUID(str(row[0])), row[1]
 
 
-def principal_for_key(conn: psycopg.Connection, key_hash: bytes) -> Principal | None:
+@dataclass(frozen=True)
+class KeyRecord:
+    """An unrevoked API key: who it speaks for, and until when (None = no expiry)."""
+
+    principal: Principal
+    expires_at: datetime | None
+
+
+def key_record(conn: psycopg.Connection, key_hash: bytes) -> KeyRecord | None:
     row = conn.execute(
-        "SELECT id, user_id, role FROM public.retrieval_api_keys"
+        "SELECT id, user_id, role, expires_at FROM public.retrieval_api_keys"
         " WHERE key_hash = %s AND revoked_at IS NULL",
         (key_hash,),
     ).fetchone()
     if row is None:
         return None
-    return Principal(user_id=UUID(str(row[1])), role=Role(row[2]), key_id=UUID(str(row[0])))
+    principal = Principal(user_id=UUID(str(row[1])), role=Role(row[2]), key_id=UUID(str(row[0])))
+    return KeyRecord(principal, row[3])
 
 
 def revoke_api_key(conn: psycopg.Connection, prefix: str) -> int:

@@ -1350,6 +1350,8 @@ class DatastoreReport(_message.Message):
     HIT_COUNT_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    SKIPPED_REASON_FIELD_NUMBER: _builtins.int
     datastore_id: _builtins.str
     similarity_metric: Global___SimilarityMetric.ValueType
     similarity_threshold: _builtins.float
@@ -1362,6 +1364,10 @@ class DatastoreReport(_message.Message):
     """hits are below-threshold fallback hits"""
     mode: Global___SearchMode.ValueType
     """applied"""
+    skipped: _builtins.bool
+    """an agent's link not served (only id and reason are set)"""
+    skipped_reason: _builtins.str
+    """why it was skipped"""
     def __init__(
         self,
         *,
@@ -1372,10 +1378,12 @@ class DatastoreReport(_message.Message):
         hit_count: _builtins.int = ...,
         fallback: _builtins.bool = ...,
         mode: Global___SearchMode.ValueType = ...,
+        skipped: _builtins.bool = ...,
+        skipped_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "fallback", b"fallback", "hit_count", b"hit_count", "max_results", b"max_results", "mode", b"mode", "similarity_metric", b"similarity_metric", "similarity_threshold", b"similarity_threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "fallback", b"fallback", "hit_count", b"hit_count", "max_results", b"max_results", "mode", b"mode", "similarity_metric", b"similarity_metric", "similarity_threshold", b"similarity_threshold", "skipped", b"skipped", "skipped_reason", b"skipped_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,123 @@
+"""The HTTP port: uvicorn serving ``HttpApp`` on its own thread, in the gRPC server's process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+
+import uvicorn
+
+from service.api.http.asgi import HttpApp
+from service.api.http.endpoints import build_endpoints
+from service.api.limits import PrincipalSlots, current_slots
+from service.api.servicers.agents import AgentServicer
+from service.api.servicers.datastores import DatastoreServicer
+from service.api.servicers.ingest import IngestServicer
+from service.api.servicers.retrieval import RetrievalServicer
+from service.api.tls import tls_files
+from service.app import App
+
+_log = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 30.0
+
+
+def servicers(app: App) -> dict[str, object]:
+    """The gRPC servicer classes (and so the one RPC wrapper), keyed by service name."""
+    return {
+        "DatastoreService": DatastoreServicer(app.identity, app.datastores),
+        "AgentService": AgentServicer(app.identity, app.agents),
+        "IngestService": IngestServicer(app.identity, app.ingestion),
+        "RetrievalService": RetrievalServicer(app.identity, app.retrieval),
+    }
+
+
+class HttpServer:
+    """A started HTTP server bound to ``port``; ``stop()`` drains and shuts it down."""
+
+    def __init__(
+        self,
+        server: uvicorn.Server,
+        thread: threading.Thread,
+        port: int,
+        executor: futures.ThreadPoolExecutor,
+    ) -> None:
+        self._server = server
+        self._thread = thread
+        self.port = port
+        self._executor = executor
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(grace + 5.0)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def create_http_server(
+    app: App, host: str, port: int, *, ready: Callable[[], bool], grace: float = 5.0
+) -> HttpServer:
+    """Bind ``host:port`` (port 0 picks a free one) and serve until ``stop()``.
+
+    ``ready`` answers ``/readyz``: pass the gRPC server's health (SERVING or not).
+    """
+    settings = app.settings
+    executor = futures.ThreadPoolExecutor(
+        max_workers=settings.grpc_workers,
+        thread_name_prefix="http-rpc",
+        # per-principal call limits (service/api/limits.py), counted apart from gRPC's
+        initializer=current_slots.set,
+        initargs=(PrincipalSlots(settings.max_calls_per_principal),),
+    )
+    asgi = HttpApp(
+        build_endpoints(servicers(app), executor),
+        ready=ready,
+        max_message_bytes=settings.max_message_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
+    tls = tls_files(settings)  # the same certificates as the gRPC port, or plaintext on both
+    config = uvicorn.Config(
+        asgi,
+        ssl_certfile=tls.cert_file if tls else None,
+        ssl_keyfile=tls.key_file if tls else None,
+        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if tls and tls.mutual else ssl.CERT_NONE,
+        http="h11",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=int(grace) or 1,
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        executor.shutdown(wait=False)
+        raise OSError(f"cannot bind the HTTP port to {host}:{port}: {e}") from e
+    bound = int(sock.getsockname()[1])
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="http", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            executor.shutdown(wait=False)
+            raise OSError(f"HTTP server on {host}:{bound} did not start")
+        time.sleep(0.01)
+    _log.info("HTTP server (Connect, gRPC-Web) listening on %s (port %d)", host, bound)
+    return HttpServer(server, thread, bound, executor)
