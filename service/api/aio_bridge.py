@@ -15,6 +15,7 @@ its next message ends the call with DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -27,6 +28,7 @@ from grpc import aio
 
 from service.api.limits import Gate, PrincipalSlots, current_slots
 
+_log = logging.getLogger(__name__)
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 BUSY = "server busy: too many calls in flight; retry with backoff"
 SHUTTING_DOWN = "server shutting down: resume on a new stream (committed documents are kept)"
@@ -272,6 +274,7 @@ class Runner:
             await work
             if pump.done() and not pump.cancelled() and pump.exception() is not None:
                 # the stream was cut short by a read error: its end was not the caller's
+                _log.error("reading a stream failed", exc_info=pump.exception())
                 raise Aborted(grpc.StatusCode.INTERNAL, "reading the stream failed (logged)")
             if feed.drained:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
