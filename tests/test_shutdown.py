@@ -30,10 +30,10 @@ from tests.test_ingest_cli import (
 
 
 def _corpus(path: Path, n: int) -> Path:
-    """``n`` documents of about 40 tokens each."""
+    """``n`` short documents (about 15 tokens each)."""
     with path.open("w") as f:
         for i in range(n):
-            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(20))
+            text = f"Rollout note {i}. " + " ".join(f"term{(i * 13 + j) % 991}" for j in range(6))
             f.write(json.dumps({"_id": f"r{i}", "title": f"R{i}", "text": text}) + "\n")
     return path
 
@@ -120,7 +120,8 @@ def test_an_ingest_job_carries_on_across_a_rolling_restart(
 
 
 def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_path: Path) -> None:
-    n = 2000
+    # more documents than a stream holds in the server (read-ahead, a batch in each stage)
+    n = 6000
     corpus = _corpus(tmp_path / "corpus.jsonl", n)
     client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="rollout"))
