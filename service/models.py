@@ -320,3 +320,4 @@ class DatastoreReport:
 class QueryResult:
     hits: list[Hit]
     reports: list[DatastoreReport]
+    truncated: bool = False  # hits past the response's byte budget were cut

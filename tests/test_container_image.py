@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,18 +80,19 @@ def image() -> str:
 
 
 @pytest.fixture
-def container(image: str) -> Iterator[tuple[str, str]]:
+def container(image: str) -> Iterator[tuple[str, str, int]]:
     name = f"retrieval-test-{uuid.uuid4().hex[:8]}"
     volume = f"{name}-data"
-    port = _free_port()
+    port, http_port = _free_port(), _free_port()
     _docker("volume", "create", volume)
     _docker(
         "run", "-d", "--name", name, "--network", "host",
         "-e", "RETRIEVAL_HOST=127.0.0.1", "-e", f"RETRIEVAL_PORT={port}",
+        "-e", f"RETRIEVAL_HTTP_PORT={http_port}",
         "-v", f"{volume}:/data", image,
     )  # fmt: skip
     try:
-        yield name, f"127.0.0.1:{port}"
+        yield name, f"127.0.0.1:{port}", http_port
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         subprocess.run(["docker", "volume", "rm", volume], capture_output=True, check=False)
@@ -115,10 +117,12 @@ def test_image_is_small_and_has_no_torch(image: str) -> None:
 
 
 def test_container_serves_a_query_and_keeps_data_across_restart(
-    container: tuple[str, str],
+    container: tuple[str, str, int],
 ) -> None:
-    name, target = container
+    name, target, http_port = container
     _wait_serving(name, target, timeout_s=180)
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=10) as ready:
+        assert ready.status == 200  # the HTTP port (Connect, probes) runs in the image too
     key = _docker("exec", name, "cat", "/data/api-key")
     client = connect(target, key)
     try:

@@ -345,5 +345,7 @@ def report(r: DatastoreReport) -> pb.DatastoreReport:
 
 def query_response(result: QueryResult) -> pb.QueryResponse:
     return pb.QueryResponse(
-        hits=[hit(h) for h in result.hits], datastores=[report(r) for r in result.reports]
+        hits=[hit(h) for h in result.hits],
+        datastores=[report(r) for r in result.reports],
+        truncated=result.truncated,
     )

@@ -203,7 +203,7 @@ class Ingestion:
             at = f"{where}.chunks[{j}]"
             if not chunk.content.strip():
                 raise InvalidArgument(f"{at}.content is empty")
-            check_text(chunk.content, f"{at}.content", max_chars=limit)
+            check_text(chunk.content, f"{at}.content", max_chars=self._settings.max_chunk_chars)
             check_metadata(chunk.metadata, f"{at}.metadata")
             if chunk.vector is None:
                 if byo:

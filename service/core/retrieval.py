@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from service import metadata_filter, metrics
-from service.core import access, search_modes
+from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
@@ -73,6 +73,7 @@ class Retrieval:
                 # searching it: once more, with the settings read afresh.
                 self._lookups.invalidate()
                 result = self._query(principal, spec)
+            result = query_limits.fit_response(result, self._settings.max_response_bytes)
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
@@ -84,6 +85,10 @@ class Retrieval:
         self._check_spec(spec)
         where = _compiled_filter(spec)
         datastores, skipped = self._resolve(principal, spec)
+        if spec.exact:
+            query_limits.check_exact(
+                self._db, principal, datastores, self._settings.exact_max_chunks
+            )
         result = self._search(spec, where, datastores)
         return QueryResult(result.hits, result.reports + skipped)
 

@@ -15,6 +15,7 @@ import uvicorn
 
 from service.api.http.asgi import HttpApp
 from service.api.http.endpoints import build_endpoints
+from service.api.limits import PrincipalSlots, current_slots
 from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
@@ -67,7 +68,11 @@ def create_http_server(
     """
     settings = app.settings
     executor = futures.ThreadPoolExecutor(
-        max_workers=settings.grpc_workers, thread_name_prefix="http-rpc"
+        max_workers=settings.grpc_workers,
+        thread_name_prefix="http-rpc",
+        # per-principal call limits (service/api/limits.py), counted apart from gRPC's
+        initializer=current_slots.set,
+        initargs=(PrincipalSlots(settings.max_calls_per_principal),),
     )
     asgi = HttpApp(
         build_endpoints(servicers(app), executor),

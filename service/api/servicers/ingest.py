@@ -21,9 +21,9 @@ def _stream_items(requests: Iterator[pb.StreamIngestRequest]) -> Iterator[Stream
             document = conv.document_input(request.document, f"documents[{i}]")
         except InvalidArgument as e:  # e.g. a NaN in a Struct: this document fails, not the stream
             bare = DocumentInput(request.document.external_id)
-            yield StreamItem(bare, request.datastore_id, str(e))
+            yield StreamItem(bare, request.datastore_id, str(e), request.ByteSize())
             continue
-        yield StreamItem(document, request.datastore_id)
+        yield StreamItem(document, request.datastore_id, size=request.ByteSize())
 
 
 class IngestServicer(pb_grpc.IngestServiceServicer):

@@ -1456,6 +1456,11 @@ class QueryResponse(_message.Message):
 
     HITS_FIELD_NUMBER: _builtins.int
     DATASTORES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """True when hits past the server's response byte budget (RETRIEVAL_MAX_RESPONSE_BYTES)
+    were cut: the hits present are the best ones, in order.
+    """
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]: ...
     @_builtins.property
@@ -1465,10 +1470,11 @@ class QueryResponse(_message.Message):
         *,
         hits: _abc.Iterable[Global___Hit] | None = ...,
         datastores: _abc.Iterable[Global___DatastoreReport] | None = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastores", b"datastores", "hits", b"hits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastores", b"datastores", "hits", b"hits", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
