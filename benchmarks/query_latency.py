@@ -162,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = Path(tmp) / "data"
         cache = str(Path(__file__).resolve().parent.parent / ".venv" / "model-cache")
         http_port = free_port()
+        # One key drives up to 64 concurrent calls here: lift the per-caller limit.
         with serve_process(
             data_dir,
             args.out / "serve.log",
             query_cache_size="0",
             onnx_cache_dir=cache,
             http_port=str(http_port),
+            max_calls_per_principal="64",
         ) as (target, key, server_pid):
             client = connect(target, key)
             datastore_id, ingest_s = ingest(client, corpus)

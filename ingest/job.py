@@ -9,6 +9,7 @@ nothing is stored twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,6 +32,23 @@ STATUS_NAMES = {
     pb.FAILED: "failed",
 }
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
+# The server's default largest message (RETRIEVAL_MAX_MESSAGE_BYTES): one document per
+# message, so a larger one would end the whole stream with RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_MESSAGE_MARGIN = 64 * 1024  # ids, field tags, the datastore id
+
+
+def _oversize(record: Record) -> str | None:
+    """Why ``record`` cannot go in one message, or None if it fits."""
+    size = (
+        len(record.text.encode())
+        + len(record.title.encode())
+        + len(record.source.encode())
+        + len(json.dumps(record.metadata, default=str).encode())
+    )
+    if size + _MESSAGE_MARGIN <= MAX_MESSAGE_BYTES:
+        return None
+    return f"document too large for one message ({size} bytes; at most about {MAX_MESSAGE_BYTES})"
 
 
 class JobError(Exception):
@@ -98,9 +116,12 @@ class _Feed:
     def _next_item(self) -> Record | None:
         with self._items_lock:
             for item in self._items:
-                if isinstance(item, Record):
+                if not isinstance(item, Record):
+                    self._unreadable(item)
+                elif (reason := _oversize(item)) is None:
                     return item
-                self._unreadable(item)
+                else:
+                    self._unreadable(Unreadable(item.external_id, reason))
         return None
 
     def acknowledge(self, external_id: str) -> None:

@@ -22,6 +22,7 @@ from service.storage.database import Database
 from service.storage.embedded import EmbeddedPostgres
 from service.storage.migrations import migrate
 from service.storage.notifications import ChangeListener
+from service.storage.replicas import ReadPools
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class App:
     embeddings: EmbeddingWorker
     lookups: LookupCache
     listener: ChangeListener
+    reads: ReadPools
     identity: Identity
     datastores: Datastores
     agents: Agents
@@ -98,6 +100,14 @@ class App:
         )
         listener = ChangeListener(url, lookups.invalidate)
         listener.start()
+        reads = ReadPools(
+            db,
+            settings.read_database_urls,
+            max_lag_s=settings.max_replica_lag_s,
+            check_interval_s=settings.replica_check_interval_s,
+            pool_max_size=settings.pool_max_size,
+        )
+        reads.start()
         reembedding = Reembedding(db, embeddings, settings, lookups.invalidate)
         app = cls(
             settings=settings,
@@ -107,11 +117,12 @@ class App:
             embeddings=embeddings,
             lookups=lookups,
             listener=listener,
+            reads=reads,
             identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
             datastores=Datastores(db, models, settings, lookups, reembedding),
             agents=Agents(db, lookups),
-            ingestion=Ingestion(db, embeddings, settings),
-            retrieval=Retrieval(db, embeddings, settings, lookups),
+            ingestion=Ingestion(db, embeddings, settings, reads),
+            retrieval=Retrieval(db, embeddings, settings, lookups, reads),
             reembedding=reembedding,
         )
         if run_jobs:
@@ -126,6 +137,7 @@ class App:
         metrics.unwatch(self.db, self.embeddings)
         self.embeddings.stop()
         self.listener.stop()
+        self.reads.close()
         self.db.close()
         if self.embedded is not None:
             self.embedded.stop()

@@ -67,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("shutting down", flush=True)
         if http is not None:
             http.stop(grace=5.0)
-        server.stop(grace=5.0)
+        server.stop(grace=settings.shutdown_grace_s)
         if metrics is not None:
             metrics.stop()
     finally:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -77,6 +77,26 @@ INGESTED_DOCUMENTS = Counter(
     "retrieval_ingest_documents", "Documents ingested, by result status.", ("status",)
 )
 
+# --------------------------------------------------------------------- read replicas
+# ``pool`` is "primary" or "replica<i>" (the index in read_database_urls), never a URL.
+READ_POOL_IN_USE = Gauge(
+    "retrieval_read_pool_in_use",
+    "1 when reads without a consistency token go to this pool (a replica that is down or "
+    "lags too far is 0; the primary is 1 when no replica is usable).",
+    ("pool",),
+)
+READS_SERVED = Counter(
+    "retrieval_reads_served",
+    "Reads (queries, GetDocument, ListDocuments) by the pool that answered them.",
+    ("pool",),
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "retrieval_replica_lag_seconds",
+    "How far a replica's replay trails the primary, measured by LSN at each check "
+    "(NaN when it cannot be measured: down, or further behind than the history kept).",
+    ("pool",),
+)
+
 
 # ------------------------------------------------------------------ reporting functions
 
@@ -115,6 +135,18 @@ def count_query_cache(hit: bool) -> None:
 def count_ingested(statuses: Iterable[str]) -> None:
     for status in statuses:
         INGESTED_DOCUMENTS.labels(status).inc()
+
+
+def set_read_pools(in_use: dict[str, bool], lags: dict[str, float | None]) -> None:
+    """The read pools' state after a replica check (see storage/replicas.py)."""
+    for pool, used in in_use.items():
+        READ_POOL_IN_USE.labels(pool).set(1 if used else 0)
+    for pool, lag in lags.items():
+        REPLICA_LAG_SECONDS.labels(pool).set(float("nan") if lag is None else lag)
+
+
+def count_read(pool: str) -> None:
+    READS_SERVED.labels(pool).inc()
 
 
 _embedding = threading.local()

@@ -226,6 +226,8 @@ class DocumentResult:
     document_id: UUID | None = None
     chunk_count: int = 0
     error: str = ""
+    # Opaque read-your-writes token (storage/replicas.py); "" without read replicas.
+    consistency_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,8 @@ class QuerySpec:
     exact: bool = False
     # The metadata filter as sent (JSON); validated by the core.
     filter: JsonObject | None = None
+    # From an ingest response: only a replica that has replayed that write may answer.
+    consistency_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -316,3 +320,4 @@ class DatastoreReport:
 class QueryResult:
     hits: list[Hit]
     reports: list[DatastoreReport]
+    truncated: bool = False  # hits past the response's byte budget were cut

@@ -51,7 +51,6 @@ class Settings(BaseSettings):
         description="Allow plaintext gRPC on a non-loopback address (behind a TLS-terminating "
         "proxy or on a private network); without it such a bind is refused at start-up.",
     )
-    grpc_workers: int = Field(default=16, ge=1, description="gRPC handler threads.")
     http_enabled: bool = Field(
         default=True,
         description="Serve the same services over HTTP (Connect JSON/binary, gRPC-Web) plus "
@@ -66,6 +65,51 @@ class Settings(BaseSettings):
         le=3600,
         description="An HTTP request's body must arrive within this many seconds "
         "(else DEADLINE_EXCEEDED); its size is bounded by max_message_bytes.",
+    )
+    grpc_workers: int = Field(
+        default=64,
+        ge=1,
+        description="Threads that run calls, and so the most calls in flight (streams "
+        "included): past it a call gets RESOURCE_EXHAUSTED at once, never a queue.",
+    )
+    max_calls_per_principal: int = Field(
+        default=8,
+        ge=1,
+        description="Most calls in flight for one user credential's principal (service "
+        "principals are bound by grpc_workers only): past it, RESOURCE_EXHAUSTED. Keep it "
+        "below pool_max_size so one tenant cannot hold every database connection.",
+    )
+    stream_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A stream whose caller sends nothing for this long, while the server "
+        "waits for its next message, ends with DEADLINE_EXCEEDED.",
+    )
+    stream_read_ahead_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of a stream's messages read but not yet processed, per stream.",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="On SIGTERM: how long calls in flight may finish (streams commit the "
+        "batch in hand) before the rest are cancelled.",
+    )
+    max_connection_idle_s: float = Field(
+        default=300.0, gt=0, description="A connection with no call for this long is closed."
+    )
+    max_response_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Byte budget of a Query response: hits past it are cut and the "
+        "response says truncated = true.",
+    )
+    exact_max_chunks: int = Field(
+        default=20_000,
+        ge=0,
+        description="Largest datastore (in chunks) a user may search with exact = true; "
+        "service principals may search any. Larger: RESOURCE_EXHAUSTED.",
     )
     pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool size.")
     pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool size.")
@@ -86,6 +130,25 @@ class Settings(BaseSettings):
         le=60,
         description="While the database is unreachable, how often it is probed; calls fail "
         "UNAVAILABLE at once in the meantime, and serving resumes on the first good probe.",
+    )
+    read_database_urls: list[str] = Field(
+        default_factory=list,
+        description="PostgreSQL streaming standbys of database_url (a JSON list of URLs) for "
+        "queries, GetDocument and ListDocuments; writes, migrations, LISTEN and key look-ups "
+        "stay on the primary. A replica down or lagging is skipped (docs/scale.md).",
+    )
+    max_replica_lag_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="A read replica whose replay trails the primary by more than this "
+        "(measured by WAL position) is skipped until it catches up.",
+    )
+    replica_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often the read replicas' health and lag are checked.",
     )
     max_results_cap: int = Field(
         default=1000,
@@ -171,10 +234,18 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Largest IngestDocuments batch."
     )
     max_document_chars: int = Field(
-        default=10_000_000, ge=1, description="Largest document text accepted, in characters."
+        default=2_000_000,
+        ge=1,
+        description="Largest document text accepted, in characters (a message must also fit "
+        "max_message_bytes).",
     )
     max_message_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="Largest gRPC message."
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC message, in and out (larger: RESOURCE_EXHAUSTED).",
+    )
+    max_chunk_chars: int = Field(
+        default=65_536, ge=1, description="Largest caller-supplied chunk content, in characters."
     )
     preload_models: list[str] = Field(
         default_factory=lambda: [BUNDLED_MODEL],
@@ -267,6 +338,12 @@ class Settings(BaseSettings):
     def _check_hnsw(self) -> Settings:
         if self.hnsw_ef_construction < 2 * self.hnsw_m:
             raise ValueError("hnsw_ef_construction must be at least 2 * hnsw_m (pgvector's rule)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_read_replicas(self) -> Settings:
+        if self.read_database_urls and not self.database_url:
+            raise ValueError("read_database_urls needs database_url (the primary they follow)")
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,9 @@ from service.models import Role
 
 @pytest.fixture(scope="session")
 def http_server(app: App, server: RetrievalServer) -> Iterator[HttpServer]:
-    srv = create_http_server(app, "127.0.0.1", 0, ready=server.serving, grace=1.0)
+    srv = create_http_server(
+        app, "127.0.0.1", 0, ready=server.serving, runner=server.runner, grace=1.0
+    )
     yield srv
     srv.stop(grace=1.0)
 

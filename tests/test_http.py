@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -207,3 +209,41 @@ def test_a_busy_http_port_is_an_error_not_a_silent_fallback(app: App) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"cannot bind the HTTP port to 127.0.0.1:{port}"):
             create_http_server(app, "127.0.0.1", port, ready=lambda: True)
+
+
+def test_both_ports_share_one_bound_on_calls_in_flight(app: App) -> None:
+    """Past the gRPC server's bound, an HTTP call is refused at once too (one gate, one
+    thread pool for both ports), and both serve again once a slot is free."""
+    import grpc
+
+    from service.api.server import create_server
+    from service.client import connect
+    from service.models import Role
+
+    small = dataclasses.replace(app, settings=app.settings.model_copy(update={"grpc_workers": 1}))
+    grpc_server = create_server(small, "127.0.0.1:0")
+    http = create_http_server(
+        small, "127.0.0.1", 0, ready=grpc_server.serving, runner=grpc_server.runner
+    )
+    key = app.identity.create_key(app.identity.create_user(f"{uuid.uuid4().hex}@gate"), Role.USER)
+    client = connect(f"127.0.0.1:{grpc_server.port}", key.key)
+    url = f"http://127.0.0.1:{http.port}"
+    try:
+        gate = grpc_server.runner.gate
+        assert gate.try_enter()  # the one slot is taken, as by a long call
+        try:
+            status, body = post_json(url, "DatastoreService/ListDatastores", {}, key.key)
+            assert (status, body["code"]) == (429, "resource_exhausted")
+            with pytest.raises(grpc.RpcError) as refused:
+                client.datastores.ListDatastores(pb.ListDatastoresRequest(), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            gate.leave()
+        status, body = post_json(url, "DatastoreService/ListDatastores", {}, key.key)
+        assert status == 200
+        client.datastores.ListDatastores(pb.ListDatastoresRequest(), timeout=10)
+        assert gate.count == 0
+    finally:
+        client.close()
+        http.stop(grace=0.5)
+        grpc_server.stop(grace=0.5)

@@ -248,6 +248,7 @@ def document_result(r: DocumentResult) -> pb.DocumentResult:
         status=STATUS_TO_PB[r.status],
         chunk_count=r.chunk_count,
         error=r.error,
+        consistency_token=r.consistency_token,
     )
 
 
@@ -303,6 +304,7 @@ def query_spec(request: pb.QueryRequest) -> QuerySpec:
         distinct_documents=request.distinct_documents,
         exact=request.exact,
         filter=from_struct(request.filter, "filter") if request.HasField("filter") else None,
+        consistency_token=request.consistency_token,
     )
 
 
@@ -343,5 +345,7 @@ def report(r: DatastoreReport) -> pb.DatastoreReport:
 
 def query_response(result: QueryResult) -> pb.QueryResponse:
     return pb.QueryResponse(
-        hits=[hit(h) for h in result.hits], datastores=[report(r) for r in result.reports]
+        hits=[hit(h) for h in result.hits],
+        datastores=[report(r) for r in result.reports],
+        truncated=result.truncated,
     )

@@ -65,12 +65,16 @@ class DecodeInterceptor(grpc.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
         handler = continuation(details)
-        method = details.method
-        if handler is None or handler.request_deserializer is None:
+        if handler is None:
             return handler
-        if not method.startswith(_OURS):
-            return handler
-        replaced: _Handler = handler._replace(  # type: ignore[attr-defined]  # named tuples
-            request_deserializer=_tolerant(handler.request_deserializer, method)
-        )
-        return replaced
+        return tolerant_handler(handler, details.method)
+
+
+def tolerant_handler(handler: _Handler, method: str) -> _Handler:
+    """``handler`` with a deserializer that turns bad bytes into an ``Undecodable``."""
+    if handler.request_deserializer is None or not method.startswith(_OURS):
+        return handler
+    replaced: _Handler = handler._replace(  # type: ignore[attr-defined]  # named tuples
+        request_deserializer=_tolerant(handler.request_deserializer, method)
+    )
+    return replaced

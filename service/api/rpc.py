@@ -11,6 +11,7 @@ import grpc
 from service import call_scope
 from service.api.decoding import check_decoded, checked_stream
 from service.api.errors import status_for
+from service.api.limits import principal_slot
 from service.api.observability import Call
 from service.api.request_checks import check_request
 from service.core.identity import Identity
@@ -54,7 +55,8 @@ def authenticated(
                 context.add_callback(scope.cancel)  # the client cancelled or went away
                 principal = call.principal = self.identity.authenticate(bearer_token(context))
                 check_request(check_decoded(request))
-                response = method(self, request, principal)
+                with principal_slot(principal):
+                    response = method(self, request, principal)
         except Exception as e:
             code, message = status_for(e)
             call.end(code)
@@ -79,7 +81,8 @@ def authenticated_stream(
                 context.add_callback(scope.cancel)
                 principal = call.principal = self.identity.authenticate(bearer_token(context))
                 stream = call.requests(checked_stream(requests))
-                yield from call.responses(method(self, stream, principal))
+                with principal_slot(principal):
+                    yield from call.responses(method(self, stream, principal))
         except Exception as e:
             if not context.is_active():
                 return  # the client is gone (cancelled, disconnected): no one to tell

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -44,6 +45,7 @@ from service.storage import datastores as datastore_rows
 from service.storage import documents as rows
 from service.storage.database import Database
 from service.storage.pagination import page_size
+from service.storage.replicas import ReadPools
 
 # In UTF-8 bytes: the (datastore_id, external_id) index refuses rows above ~2.7 KB,
 # which 1,024 characters of CJK text would pass.
@@ -146,8 +148,15 @@ def _check_unchanged(prepared_for: Datastore, locked: Datastore | None) -> None:
 
 
 class Ingestion:
-    def __init__(self, db: Database, embeddings: EmbeddingWorker, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        embeddings: EmbeddingWorker,
+        settings: Settings,
+        reads: ReadPools | None = None,
+    ) -> None:
         self._db = db
+        self._reads = reads or ReadPools(db)  # GetDocument and ListDocuments
         self._embeddings = embeddings
         self._settings = settings
 
@@ -215,7 +224,7 @@ class Ingestion:
             at = f"{where}.chunks[{j}]"
             if not chunk.content.strip():
                 raise InvalidArgument(f"{at}.content is empty")
-            check_text(chunk.content, f"{at}.content", max_chars=limit)
+            check_text(chunk.content, f"{at}.content", max_chars=self._settings.max_chunk_chars)
             check_metadata(chunk.metadata, f"{at}.metadata")
             if chunk.vector is None:
                 if byo:
@@ -239,7 +248,14 @@ class Ingestion:
             for result in self.store(datastore, pending):
                 results[result.external_id] = result
         metrics.count_ingested(r.status for r in results.values())
-        return [results[d.external_id] for d in docs]
+        return self.with_token([results[d.external_id] for d in docs])
+
+    def with_token(self, results: list[DocumentResult]) -> list[DocumentResult]:
+        """``results`` stamped with a read-your-writes token, read after their commit."""
+        token = self._reads.commit_token() if results else ""
+        if not token:
+            return results
+        return [dataclasses.replace(r, consistency_token=token) for r in results]
 
     # ------------------------------------------------------------ write stages
     # ``write`` runs these in a row; StreamIngest runs them as a pipeline.
@@ -350,19 +366,29 @@ class Ingestion:
     ) -> tuple[Document, list[StoredChunk]]:
         self._readable(principal, datastore_id)
         check_text(external_id, "external_id", max_bytes=MAX_EXTERNAL_ID_BYTES)
-        with self._db.connection() as conn:
-            doc = rows.get(conn, datastore_id, external_id)
-            if doc is None:
-                raise NotFound(f"document {external_id!r} not found in datastore {datastore_id}")
-            chunks = rows.chunks(conn, datastore_id, doc.id) if with_chunks else []
+
+        def read(db: Database) -> tuple[Document | None, list[StoredChunk]]:
+            with db.connection() as conn:
+                doc = rows.get(conn, datastore_id, external_id)
+                if doc is None or not with_chunks:
+                    return doc, []
+                return doc, rows.chunks(conn, datastore_id, doc.id)
+
+        doc, chunks = self._reads.run(read)
+        if doc is None:
+            raise NotFound(f"document {external_id!r} not found in datastore {datastore_id}")
         return doc, chunks
 
     def list_page(
         self, principal: Principal, datastore_id: UUID, size: int, token: str
     ) -> Page[Document]:
         self._readable(principal, datastore_id)
-        with self._db.connection() as conn:
-            return rows.list_page(conn, datastore_id, page_size(size), token)
+
+        def read(db: Database) -> Page[Document]:
+            with db.connection() as conn:
+                return rows.list_page(conn, datastore_id, page_size(size), token)
+
+        return self._reads.run(read)
 
     def delete(
         self, principal: Principal, datastore_id: UUID, external_ids: Sequence[str]

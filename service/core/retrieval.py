@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from service import metadata_filter, metrics
-from service.core import access, search_modes
+from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
@@ -28,6 +28,7 @@ from service.settings import Settings
 from service.storage import search
 from service.storage.database import Database
 from service.storage.filters import Compiled, compile_filter
+from service.storage.replicas import ReadPools, parse_token
 
 MAX_QUERY_CHARS = 65_536
 FALLBACK_HITS = 3
@@ -49,8 +50,11 @@ class Retrieval:
         embeddings: EmbeddingWorker,
         settings: Settings,
         lookups: LookupCache,
+        reads: ReadPools | None = None,
     ) -> None:
         self._db = db
+        # Searches run on a read replica when one is configured and fresh enough.
+        self._reads = reads or ReadPools(db)
         self._embeddings = embeddings
         self._lookups = lookups
         self._settings = settings
@@ -69,6 +73,7 @@ class Retrieval:
                 # searching it: once more, with the settings read afresh.
                 self._lookups.invalidate()
                 result = self._query(principal, spec)
+            result = query_limits.fit_response(result, self._settings.max_response_bytes)
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
@@ -80,6 +85,10 @@ class Retrieval:
         self._check_spec(spec)
         where = _compiled_filter(spec)
         datastores, skipped = self._resolve(principal, spec)
+        if spec.exact:
+            query_limits.check_exact(
+                self._db, principal, datastores, self._settings.exact_max_chunks
+            )
         result = self._search(spec, where, datastores)
         return QueryResult(result.hits, result.reports + skipped)
 
@@ -96,37 +105,48 @@ class Retrieval:
         if one_vector_search and where is None and not spec.exact:
             # The common agent query: the search statement alone, no pipeline.
             plan = plans[0]
-            with self._db.autocommit() as conn:
-                found = search.search_alone(
-                    conn,
-                    plan.datastore,
-                    vectors[plan.datastore.id],
-                    k=self._depth(plan, spec),
-                    threshold=plan.threshold,
-                )
+
+            def alone(db: Database) -> list[search.Candidate]:
+                with db.autocommit() as conn:
+                    return search.search_alone(
+                        conn,
+                        plan.datastore,
+                        vectors[plan.datastore.id],
+                        k=self._depth(plan, spec),
+                        threshold=plan.threshold,
+                    )
+
+            found = self._reads.run(alone, token=spec.consistency_token)
             clock.lap("database")
             return self._merge([(plan, self._finish(plan, spec, found))], spec, clock)
-        per_datastore: list[tuple[_Plan, list[search.Candidate]]] = []
-        # Every datastore's search is queued before any is collected: one round trip
-        # to the database for the whole query (a short filtered search adds one).
-        with self._db.pipeline() as (conn, pipeline):
-            pending = []
-            for plan in plans:
-                request = search_modes.DatastoreSearch(
-                    datastore=plan.datastore,
-                    mode=plan.mode,
-                    k=self._depth(plan, spec),
-                    threshold=plan.threshold,
-                    exact=spec.exact,
-                    text=spec.text,
-                    vector=vectors.get(plan.datastore.id),
-                    where=where,
-                    hybrid_candidates=self._settings.hybrid_candidates,
-                )
-                pending.append((plan, search_modes.submit(conn, request)))
-            pipeline.sync()
-            for plan, collect in pending:
-                per_datastore.append((plan, self._finish(plan, spec, collect())))
+        requests = [
+            search_modes.DatastoreSearch(
+                datastore=plan.datastore,
+                mode=plan.mode,
+                k=self._depth(plan, spec),
+                threshold=plan.threshold,
+                exact=spec.exact,
+                text=spec.text,
+                vector=vectors.get(plan.datastore.id),
+                where=where,
+                hybrid_candidates=self._settings.hybrid_candidates,
+            )
+            for plan in plans
+        ]
+
+        def pipelined(db: Database) -> list[list[search.Candidate]]:
+            # Every datastore's search is queued before any is collected: one round trip
+            # to the database for the whole query (a short filtered search adds one).
+            with db.pipeline() as (conn, pipeline):
+                pending = [search_modes.submit(conn, request) for request in requests]
+                pipeline.sync()
+                return [collect() for collect in pending]
+
+        found_each = self._reads.run(pipelined, token=spec.consistency_token)
+        per_datastore = [
+            (plan, self._finish(plan, spec, found))
+            for plan, found in zip(plans, found_each, strict=True)
+        ]
         clock.lap("database")
         return self._merge(per_datastore, spec, clock)
 
@@ -146,6 +166,7 @@ class Retrieval:
         return _cut(found, plan.max_results)
 
     def _check_spec(self, spec: QuerySpec) -> None:
+        parse_token(spec.consistency_token)  # a malformed token: INVALID_ARGUMENT, early
         if spec.max_results is not None:
             check_max_results(spec.max_results, self._settings.max_results_cap)
         if spec.similarity_threshold is not None:

@@ -47,6 +47,7 @@ class StreamItem:
     document: DocumentInput
     datastore_id: str = ""  # as sent; "" = the stream's
     error: str = ""  # the message could not be read: the document fails with this
+    size: int = 0  # bytes of the message, counted against the read-ahead
 
 
 _POLL_S = 0.05  # how often a blocked stage checks whether the stream has stopped
@@ -59,8 +60,9 @@ class StreamLimits:
 
     batch_chunks: int = 1024
     batch_documents: int = 1024
-    batch_chars: int = 16_000_000
+    batch_chars: int = 4_000_000
     read_ahead: int = 256  # documents read but not yet prepared
+    read_ahead_bytes: int = 4 * 1024 * 1024  # and their bytes (one message may exceed it)
     group: int = 256  # documents prepared together (one hash look-up)
 
 
@@ -106,6 +108,32 @@ class _Pipe(Generic[T]):
 
     def empty(self) -> bool:
         return self._queue.empty()
+
+
+class _Budget:
+    """Bytes read but not yet taken: ``take`` waits while the budget is spent.
+
+    One item larger than the whole budget still passes when nothing else is held.
+    """
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self._limit = limit
+        self._used = 0
+        self._cond = threading.Condition()
+        self._stop = stop
+
+    def take(self, size: int) -> None:
+        with self._cond:
+            while self._used and self._used + size > self._limit:
+                if self._stop.is_set():
+                    raise _Closed
+                self._cond.wait(timeout=_POLL_S)
+            self._used += size
+
+    def give(self, size: int) -> None:
+        with self._cond:
+            self._used -= size
+            self._cond.notify_all()
 
 
 @dataclass
@@ -189,12 +217,13 @@ class StreamIngest:
         run = _Run()
         limits = self.limits
         read: _Pipe[StreamItem] = _Pipe(limits.read_ahead, run.stop)
+        budget = _Budget(limits.read_ahead_bytes, run.stop)
         prepared: _Pipe[_Batch] = _Pipe(1, run.stop)
         embedded: _Pipe[_Batch] = _Pipe(1, run.stop)
         done: _Pipe[list[DocumentResult]] = _Pipe(2, run.stop)
         # not joined: it may be blocked on the caller, and it ends with the call
-        run.spawn("ingest-read", lambda: _read(items, read), join=False)
-        run.spawn("ingest-prepare", lambda: self._prepare(datastore, read, prepared))
+        run.spawn("ingest-read", lambda: _read(items, read, budget), join=False)
+        run.spawn("ingest-prepare", lambda: self._prepare(datastore, read, budget, prepared))
         run.spawn("ingest-embed", lambda: self._embed(datastore, prepared, embedded))
         run.spawn("ingest-write", lambda: self._write(datastore, embedded, done))
         try:
@@ -210,12 +239,15 @@ class StreamIngest:
 
     # ------------------------------------------------------------ stages
 
-    def _prepare(self, datastore: Datastore, inbox: _Pipe[StreamItem], out: _Pipe[_Batch]) -> None:
+    def _prepare(
+        self, datastore: Datastore, inbox: _Pipe[StreamItem], budget: _Budget, out: _Pipe[_Batch]
+    ) -> None:
         batch = _Batch()
         position = 0
         ended = False
         while not ended:
             items, ended = self._take(inbox, wait=not batch.entries)
+            budget.give(sum(item.size for item in items))
             for entry in self._entries(datastore, items, position):
                 repeated = entry.prepared is not None and entry.external_id in batch.pending
                 if repeated or self._full(batch):
@@ -314,12 +346,14 @@ class StreamIngest:
         while not isinstance(batch := inbox.get(), _End):
             prepared = batch.prepared()
             stored = iter(self._ingestion.store_each(datastore, prepared) if prepared else [])
-            out.put([e.result or next(stored) for e in batch.entries])
+            results = [e.result or next(stored) for e in batch.entries]
+            out.put(self._ingestion.with_token(results))
         out.put(END)
 
 
-def _read(items: Iterator[StreamItem], out: _Pipe[StreamItem]) -> None:
+def _read(items: Iterator[StreamItem], out: _Pipe[StreamItem], budget: _Budget) -> None:
     for item in items:
+        budget.take(item.size)
         out.put(item)
     out.put(END)
 

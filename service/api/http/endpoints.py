@@ -23,7 +23,9 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
+from service.api.aio_bridge import BUSY
 from service.api.http.context import HttpServicerContext
+from service.api.limits import Gate
 
 SERVICES: tuple[ServiceDescriptor, ...] = tuple(pb.DESCRIPTOR.services_by_name.values())
 
@@ -38,11 +40,13 @@ def method_path(method: MethodDescriptor) -> str:
 
 
 def build_endpoints(
-    servicers: Mapping[str, object], executor: Executor
+    servicers: Mapping[str, object], executor: Executor, gate: Gate
 ) -> dict[str, Endpoint[Any, Any]]:
     """``{"/pkg.Service/Method": endpoint}`` for every RPC of ``SERVICES``.
 
     ``servicers`` maps a service's short name (``RetrievalService``) to its servicer.
+    A call runs on ``executor`` only with a slot of ``gate`` (the gRPC port's, when both
+    run): past its bound it is refused at once, never queued for a thread.
     """
     endpoints: dict[str, Endpoint[Any, Any]] = {}
     for service in SERVICES:
@@ -53,7 +57,7 @@ def build_endpoints(
                 endpoints[method_path(method)] = Endpoint.bidi_stream(info, _unsupported_stream)
                 continue
             handler = getattr(servicer, method.name)
-            endpoints[method_path(method)] = Endpoint.unary(info, _unary(handler, executor))
+            endpoints[method_path(method)] = Endpoint.unary(info, _unary(handler, executor, gate))
     return endpoints
 
 
@@ -75,16 +79,24 @@ def method_info(method: MethodDescriptor) -> MethodInfo[Any, Any]:
 
 
 def _unary(
-    handler: Callable[[Any, HttpServicerContext], Any], executor: Executor
+    handler: Callable[[Any, HttpServicerContext], Any], executor: Executor, gate: Gate
 ) -> Callable[[Any, RequestContext[Any, Any]], Any]:
+    def run(request: Any, context: HttpServicerContext) -> Any:
+        try:
+            return handler(request, context)
+        finally:
+            gate.leave()  # when the thread is free, not when the caller stops waiting
+
     async def call(request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        if not gate.try_enter():
+            raise ConnectError(Code.RESOURCE_EXHAUSTED, BUSY)
         context = HttpServicerContext(ctx)
         loop = asyncio.get_running_loop()
         try:
             # A deadline or a disconnect cancels this await; the thread then sees
             # is_active() False and its callbacks have run, as under gRPC.
             response = await loop.run_in_executor(
-                executor, functools.partial(handler, request, context)
+                executor, functools.partial(run, request, context)
             )
         finally:
             context.finish()

@@ -18,7 +18,11 @@ def start_http(app: App, grpc_server: RetrievalServer) -> HttpServer | None:
         return None
     try:
         server = create_http_server(
-            app, settings.host, settings.http_port, ready=grpc_server.serving
+            app,
+            settings.host,
+            settings.http_port,
+            ready=grpc_server.serving,
+            runner=grpc_server.runner,
         )
     except OSError:
         grpc_server.stop(grace=0)

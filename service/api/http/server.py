@@ -13,8 +13,10 @@ from concurrent import futures
 
 import uvicorn
 
+from service.api.aio_bridge import Runner
 from service.api.http.asgi import HttpApp
 from service.api.http.endpoints import build_endpoints
+from service.api.limits import Gate, PrincipalSlots, current_slots
 from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
 from service.api.servicers.ingest import IngestServicer
@@ -45,32 +47,50 @@ class HttpServer:
         server: uvicorn.Server,
         thread: threading.Thread,
         port: int,
-        executor: futures.ThreadPoolExecutor,
+        own_executor: futures.ThreadPoolExecutor | None,
     ) -> None:
         self._server = server
         self._thread = thread
         self.port = port
-        self._executor = executor
+        self._own_executor = own_executor  # None: the gRPC server's, shut down with it
 
     def stop(self, grace: float = 5.0) -> None:
         self._server.should_exit = True
         self._thread.join(grace + 5.0)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_executor is not None:
+            self._own_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def create_http_server(
-    app: App, host: str, port: int, *, ready: Callable[[], bool], grace: float = 5.0
+    app: App,
+    host: str,
+    port: int,
+    *,
+    ready: Callable[[], bool],
+    runner: Runner | None = None,
+    grace: float = 5.0,
 ) -> HttpServer:
     """Bind ``host:port`` (port 0 picks a free one) and serve until ``stop()``.
 
     ``ready`` answers ``/readyz``: pass the gRPC server's health (SERVING or not).
+    ``runner``, the gRPC server's, shares its threads, its bound on calls in flight and
+    its per-principal slots (service/api/limits.py), so the two ports together stay
+    within them; without it this server has its own.
     """
     settings = app.settings
-    executor = futures.ThreadPoolExecutor(
-        max_workers=settings.grpc_workers, thread_name_prefix="http-rpc"
-    )
+    own_executor = None
+    if runner is not None:
+        executor, gate = runner.executor, runner.gate
+    else:
+        gate = Gate(settings.grpc_workers)
+        executor = own_executor = futures.ThreadPoolExecutor(
+            max_workers=gate.limit,
+            thread_name_prefix="http-rpc",
+            initializer=current_slots.set,
+            initargs=(PrincipalSlots(settings.max_calls_per_principal),),
+        )
     asgi = HttpApp(
-        build_endpoints(servicers(app), executor),
+        build_endpoints(servicers(app), executor, gate),
         ready=ready,
         max_message_bytes=settings.max_message_bytes,
         body_timeout_s=settings.http_body_timeout_s,
@@ -98,7 +118,8 @@ def create_http_server(
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        executor.shutdown(wait=False)
+        if own_executor is not None:
+            own_executor.shutdown(wait=False)
         raise OSError(f"cannot bind the HTTP port to {host}:{port}: {e}") from e
     bound = int(sock.getsockname()[1])
     server = uvicorn.Server(config)
@@ -111,8 +132,9 @@ def create_http_server(
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
             sock.close()
-            executor.shutdown(wait=False)
+            if own_executor is not None:
+                own_executor.shutdown(wait=False)
             raise OSError(f"HTTP server on {host}:{bound} did not start")
         time.sleep(0.01)
     _log.info("HTTP server (Connect, gRPC-Web) listening on %s (port %d)", host, bound)
-    return HttpServer(server, thread, bound, executor)
+    return HttpServer(server, thread, bound, own_executor)

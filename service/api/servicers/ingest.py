@@ -21,9 +21,9 @@ def _stream_items(requests: Iterator[pb.StreamIngestRequest]) -> Iterator[Stream
             document = conv.document_input(request.document, f"documents[{i}]")
         except InvalidArgument as e:  # e.g. a NaN in a Struct: this document fails, not the stream
             bare = DocumentInput(request.document.external_id)
-            yield StreamItem(bare, request.datastore_id, str(e))
+            yield StreamItem(bare, request.datastore_id, str(e), request.ByteSize())
             continue
-        yield StreamItem(document, request.datastore_id)
+        yield StreamItem(document, request.datastore_id, size=request.ByteSize())
 
 
 class IngestServicer(pb_grpc.IngestServiceServicer):
@@ -41,7 +41,10 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             parse_uuid(request.datastore_id, "datastore_id"),
             [conv.document_input(d, f"documents[{i}]") for i, d in enumerate(request.documents)],
         )
-        return pb.IngestDocumentsResponse(results=[conv.document_result(r) for r in results])
+        return pb.IngestDocumentsResponse(
+            results=[conv.document_result(r) for r in results],
+            consistency_token=results[0].consistency_token if results else "",
+        )
 
     @authenticated_stream
     def StreamIngest(

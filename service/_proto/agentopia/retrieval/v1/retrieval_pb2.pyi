@@ -883,6 +883,7 @@ class DocumentResult(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     external_id: _builtins.str
     document_id: _builtins.str
     """the stored document (also for UNCHANGED); empty when FAILED"""
@@ -891,6 +892,10 @@ class DocumentResult(_message.Message):
     """its chunks (also for UNCHANGED); 0 when FAILED"""
     error: _builtins.str
     """set when status = FAILED"""
+    consistency_token: _builtins.str
+    """Read-your-writes: pass it in QueryRequest.consistency_token (opaque; empty when the
+    service has no read replicas).
+    """
     def __init__(
         self,
         *,
@@ -899,10 +904,11 @@ class DocumentResult(_message.Message):
         status: Global___IngestStatus.ValueType = ...,
         chunk_count: _builtins.int = ...,
         error: _builtins.str = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "document_id", b"document_id", "error", b"error", "external_id", b"external_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "consistency_token", b"consistency_token", "document_id", b"document_id", "error", b"error", "external_id", b"external_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -936,16 +942,22 @@ class IngestDocumentsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
+    consistency_token: _builtins.str
+    """Read-your-writes: a Query passing it sees this batch (opaque; empty when the service
+    has no read replicas).
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentResult]: ...
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___DocumentResult] | None = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_token", b"consistency_token", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1235,6 +1247,7 @@ class QueryRequest(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     DISTINCT_DOCUMENTS_FIELD_NUMBER: _builtins.int
     EXACT_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_TOKEN_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     text: _builtins.str
     max_results: _builtins.int
@@ -1246,6 +1259,10 @@ class QueryRequest(_message.Message):
     distinct_documents: _builtins.bool
     exact: _builtins.bool
     """Exact (sequential) search instead of the HNSW index: for benchmarks and audits."""
+    consistency_token: _builtins.str
+    """From an ingest response: answered only by a read replica that has replayed that
+    write, else by the primary. Empty = any replica within the lag bound.
+    """
     @_builtins.property
     def datastores(self) -> Global___DatastoreIds: ...
     @_builtins.property
@@ -1270,10 +1287,11 @@ class QueryRequest(_message.Message):
         mode: Global___SearchMode.ValueType = ...,
         distinct_documents: _builtins.bool = ...,
         exact: _builtins.bool = ...,
+        consistency_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_similarity_threshold", b"_similarity_threshold", "agent_id", b"agent_id", "datastores", b"datastores", "filter", b"filter", "max_results", b"max_results", "query", b"query", "similarity_threshold", b"similarity_threshold", "target", b"target", "text", b"text", "vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_similarity_threshold", b"_similarity_threshold", "agent_id", b"agent_id", "datastores", b"datastores", "distinct_documents", b"distinct_documents", "exact", b"exact", "filter", b"filter", "max_results", b"max_results", "mode", b"mode", "query", b"query", "similarity_threshold", b"similarity_threshold", "target", b"target", "text", b"text", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_similarity_threshold", b"_similarity_threshold", "agent_id", b"agent_id", "consistency_token", b"consistency_token", "datastores", b"datastores", "distinct_documents", b"distinct_documents", "exact", b"exact", "filter", b"filter", "max_results", b"max_results", "mode", b"mode", "query", b"query", "similarity_threshold", b"similarity_threshold", "target", b"target", "text", b"text", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_results: _TypeAlias = _typing.Literal["max_results"]  # noqa: Y015
     _WhichOneofArgType__max_results: _TypeAlias = _typing.Literal["_max_results", b"_max_results"]  # noqa: Y015
@@ -1438,6 +1456,11 @@ class QueryResponse(_message.Message):
 
     HITS_FIELD_NUMBER: _builtins.int
     DATASTORES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """True when hits past the server's response byte budget (RETRIEVAL_MAX_RESPONSE_BYTES)
+    were cut: the hits present are the best ones, in order.
+    """
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hit]: ...
     @_builtins.property
@@ -1447,10 +1470,11 @@ class QueryResponse(_message.Message):
         *,
         hits: _abc.Iterable[Global___Hit] | None = ...,
         datastores: _abc.Iterable[Global___DatastoreReport] | None = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastores", b"datastores", "hits", b"hits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastores", b"datastores", "hits", b"hits", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

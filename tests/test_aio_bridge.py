@@ -1,0 +1,99 @@
+"""The context a synchronous servicer sees under the grpc.aio server (service/api/aio_bridge.py):
+abort, time_remaining, add_callback and is_active behave as in grpcio's synchronous server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+from service.api.aio_bridge import Runner, SyncContext
+from service.api.limits import Gate, PrincipalSlots
+
+ended = threading.Event()
+seen: dict[str, Any] = {}
+
+
+def _remaining(request: bytes, context: SyncContext) -> bytes:
+    return repr(context.time_remaining()).encode()
+
+
+def _abort(request: bytes, context: SyncContext) -> bytes:
+    context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not now")
+    raise AssertionError("abort returns only by raising")
+
+
+def _held(request: bytes, context: SyncContext) -> bytes:
+    assert context.add_callback(ended.set)
+    seen["active_before"] = context.is_active()
+    ended.wait(10)
+    seen["active_after"] = context.is_active()
+    return b"late"
+
+
+def _echo_stream(requests: Iterator[bytes], context: SyncContext) -> Iterator[bytes]:
+    for request in requests:
+        yield request.upper()
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = Runner(loop, Gate(4), PrincipalSlots(4), read_ahead_bytes=1024, idle_timeout_s=5)
+
+    async def start() -> tuple[aio.Server, int]:
+        server = aio.server()
+        handlers = {
+            "Remaining": runner.wrap(grpc.unary_unary_rpc_method_handler(_remaining)),
+            "Abort": runner.wrap(grpc.unary_unary_rpc_method_handler(_abort)),
+            "Held": runner.wrap(grpc.unary_unary_rpc_method_handler(_held)),
+            "Upper": runner.wrap(grpc.stream_stream_rpc_method_handler(_echo_stream)),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    yield f"127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(server.stop(0), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+
+
+def test_time_remaining_is_the_callers_deadline(target: str) -> None:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/t.T/Remaining")
+        assert 0 < float(call(b"", timeout=3)) <= 3
+        assert call(b"") == b"None"
+
+
+def test_abort_ends_the_call_with_its_status(target: str) -> None:
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary("/t.T/Abort")(b"")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details() == "not now"
+
+
+def test_callbacks_run_and_the_call_goes_inactive_when_the_client_gives_up(target: str) -> None:
+    ended.clear()
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary("/t.T/Held")(b"", timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert ended.wait(5)  # the callback fired: the servicer's wait ended early
+    deadline = threading.Event()
+    deadline.wait(0.2)
+    assert seen == {"active_before": True, "active_after": False}
+
+
+def test_streams_pass_messages_through_in_order(target: str) -> None:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream("/t.T/Upper")
+        assert list(call(iter([b"a", b"b", b"c"]), timeout=10)) == [b"A", b"B", b"C"]
