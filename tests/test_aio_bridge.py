@@ -71,7 +71,8 @@ def target() -> Iterator[str]:
 def test_time_remaining_is_the_callers_deadline(target: str) -> None:
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary("/t.T/Remaining")
-        assert 0 < float(call(b"", timeout=3)) <= 3
+        # grpc rounds the timeout it sends up to its wire units: a few ms over is the caller's
+        assert 0 < float(call(b"", timeout=3)) <= 3.05
         assert call(b"") == b"None"
 
 
