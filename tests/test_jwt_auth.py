@@ -12,12 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from service.api.server import create_server
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from service.settings import Settings
-from tests.conftest import MODEL_CACHE, ingest_vectors, query_vector, status_of, vector_datastore
+from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
 from tests.jwt_support import (
     ISSUER,
     JwksServer,
@@ -29,6 +27,7 @@ from tests.jwt_support import (
     unsigned_token,
     with_claims,
 )
+from tests.own_server import own_server
 
 MIN_REFETCH_S = 0.5
 JWKS_TTL_S = 3.0
@@ -51,31 +50,28 @@ def jwks(es256: SigningKey, rs256: SigningKey) -> Iterator[JwksServer]:
 
 
 @pytest.fixture(scope="module")
-def jwt_app(
+def jwt_server(
     pg_url: str, jwks: JwksServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[App]:
-    """An App of its own (the shared one has no JWT settings), on the shared database."""
-    settings = Settings(
-        database_url=pg_url,
-        data_dir=tmp_path_factory.mktemp("jwt-data"),
-        port=0,
-        create_local_key=False,
-        onnx_cache_dir=MODEL_CACHE,
-        preload_models=[],
+) -> Iterator[tuple[App, str]]:
+    """A server of its own (the shared one has no JWT settings), on the shared database."""
+    with own_server(
+        pg_url,
+        tmp_path_factory.mktemp("jwt-data"),
         **jwt_settings(jwks),
         jwks_min_refetch_s=MIN_REFETCH_S,
         jwks_cache_ttl_s=JWKS_TTL_S,
-    )
-    app = App.open(settings, load_models=False)
-    yield app
-    app.close()
+    ) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def jwt_target(jwt_app: App) -> Iterator[str]:
-    server = create_server(jwt_app, "127.0.0.1:0")
-    yield f"127.0.0.1:{server.port}"
-    server.stop(grace=1.0)
+def jwt_app(jwt_server: tuple[App, str]) -> App:
+    return jwt_server[0]
+
+
+@pytest.fixture(scope="module")
+def jwt_target(jwt_server: tuple[App, str]) -> str:
+    return jwt_server[1]
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import grpc
 import pytest
 
 from service import cli
-from service.api.server import create_server
 from service.app import App
 from service.bootstrap import announce_local_key
 from service.client import Client, connect, pb
@@ -24,36 +23,35 @@ from service.core.identity import Identity, IssuedKey, hash_key, parse_duration
 from service.core.lookup_cache import LookupCache
 from service.errors import InvalidArgument, Unauthenticated
 from service.models import Role
-from service.settings import Settings
-from tests.conftest import MODEL_CACHE, status_of
+from tests.conftest import status_of
+from tests.own_server import own_server
 
 CACHE_TTL_S = 1.0
 NEGATIVE_TTL_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def hygiene_app(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    """An App of its own with a 1 s key cache, on the shared database."""
-    settings = Settings(
-        database_url=pg_url,
-        data_dir=tmp_path_factory.mktemp("hygiene-data"),
-        port=0,
-        create_local_key=False,
-        onnx_cache_dir=MODEL_CACHE,
-        preload_models=[],
+def hygiene_server(
+    pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[App, str]]:
+    """A server of its own with a 1 s key cache, on the shared database."""
+    with own_server(
+        pg_url,
+        tmp_path_factory.mktemp("hygiene-data"),
         lookup_cache_ttl_s=CACHE_TTL_S,
         negative_cache_ttl_s=NEGATIVE_TTL_S,
-    )
-    app = App.open(settings, load_models=False)
-    yield app
-    app.close()
+    ) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def hygiene_target(hygiene_app: App) -> Iterator[str]:
-    server = create_server(hygiene_app, "127.0.0.1:0")
-    yield f"127.0.0.1:{server.port}"
-    server.stop(grace=1.0)
+def hygiene_app(hygiene_server: tuple[App, str]) -> App:
+    return hygiene_server[0]
+
+
+@pytest.fixture(scope="module")
+def hygiene_target(hygiene_server: tuple[App, str]) -> str:
+    return hygiene_server[1]
 
 
 @pytest.fixture

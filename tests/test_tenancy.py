@@ -16,13 +16,12 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
-from service.api.server import create_server
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from service.settings import Settings
-from tests.conftest import MODEL_CACHE, status_of, vector_datastore
+from tests.conftest import status_of, vector_datastore
 from tests.jwt_support import HS256_SECRET, hs256_token
+from tests.own_server import own_server
 
 # A credential kind: (app, target, user_id) -> a client acting as that user with role user.
 CredentialFactory = Callable[[App, str, uuid.UUID], Client]
@@ -47,22 +46,11 @@ CREDENTIAL_KINDS: dict[str, tuple[CredentialFactory, str]] = {
 def jwt_target(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server of its own that also takes Supabase tokens (the shared one takes keys only),
     on the shared database."""
-    settings = Settings(
-        database_url=pg_url,
-        data_dir=tmp_path_factory.mktemp("tenancy-jwt"),
-        port=0,
-        create_local_key=False,
-        onnx_cache_dir=MODEL_CACHE,
-        preload_models=[],
-        jwt_secret=HS256_SECRET,
-    )
-    jwt_app = App.open(settings, load_models=False)
-    server = create_server(jwt_app, "127.0.0.1:0")
-    try:
-        yield f"127.0.0.1:{server.port}"
-    finally:
-        server.stop(grace=1.0)
-        jwt_app.close()
+    with own_server(pg_url, tmp_path_factory.mktemp("tenancy-jwt"), jwt_secret=HS256_SECRET) as (
+        _,
+        target,
+    ):
+        yield target
 
 
 DENIED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND}
