@@ -15,7 +15,7 @@ from google.protobuf import field_mask_pb2
 
 from service.app import App
 from service.client import Client, pb
-from service.core.ingestion import content_sha256
+from service.core.prepared import content_sha256
 from service.errors import ModelSwitched
 from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from uuid import UUID
 
 from service import metrics
 from service.core import access
 from service.core.chunking import chunk_text
+from service.core.prepared import (
+    PreparedDocument,
+    PreparedPiece,
+    content_sha256,
+    unchanged_result,
+)
 from service.core.validation import check_metadata, check_text, check_vector
 from service.embedding.worker import EmbeddingWorker
 from service.errors import (
@@ -33,12 +36,9 @@ from service.models import (
     DocumentInput,
     DocumentResult,
     IngestStatus,
-    JsonObject,
     Page,
-    PreparedChunk,
     Principal,
     StoredChunk,
-    Vector,
 )
 from service.settings import Settings
 from service.storage import datastores as datastore_rows
@@ -59,70 +59,6 @@ def _failed(external_id: str, error: Exception) -> DocumentResult:
     reason = error.__cause__ if isinstance(error, Unavailable) and error.__cause__ else error
     _log.info("document %r refused by the database: %s", external_id, reason)
     return DocumentResult(external_id, IngestStatus.FAILED, error=f"cannot store: {reason}")
-
-
-def content_sha256(doc: DocumentInput, datastore: Datastore) -> str:
-    """Hash of everything that shapes the stored chunks, so a change of any re-embeds."""
-    config = datastore.config
-    payload = {
-        "title": doc.title,
-        "source": doc.source,
-        "text": doc.text,
-        "metadata": doc.metadata,
-        "chunks": [
-            {
-                "content": c.content,
-                "metadata": c.metadata,
-                "vector": None if c.vector is None else c.vector.tobytes().hex(),
-            }
-            for c in doc.chunks
-        ],
-        "model": config.embedding_model,
-        "chunking": [config.chunk_size, config.chunk_overlap],
-    }
-    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-def unchanged_result(
-    doc: DocumentInput, sha256: str, stored: dict[str, rows.StoredVersion]
-) -> DocumentResult | None:
-    """UNCHANGED with the stored document's id and chunk count when its hash matches."""
-    found = stored.get(doc.external_id)
-    if found is None or found.content_sha256 != sha256:
-        return None
-    return DocumentResult(
-        doc.external_id, IngestStatus.UNCHANGED, found.document_id, found.chunk_count
-    )
-
-
-@dataclass
-class _Piece:
-    content: str
-    token_count: int
-    metadata: JsonObject
-    vector: Vector | None  # None until embedded
-
-
-@dataclass
-class PreparedDocument:
-    """A validated document, its content hash and its chunks (vectors filled by ``embed``)."""
-
-    doc: DocumentInput
-    sha256: str
-    pieces: list[_Piece]
-
-    @property
-    def size(self) -> int:
-        """Characters held: the text plus every chunk's content."""
-        return len(self.doc.text) + sum(len(p.content) for p in self.pieces)
-
-    def chunks(self) -> list[PreparedChunk]:
-        out = []
-        for i, p in enumerate(self.pieces):
-            assert p.vector is not None
-            out.append(PreparedChunk(i, p.content, p.vector, p.token_count, p.metadata))
-        return out
 
 
 def _check_unchanged(prepared_for: Datastore, locked: Datastore | None) -> None:
@@ -272,7 +208,7 @@ class Ingestion:
     def prepare(self, doc: DocumentInput, datastore: Datastore, sha256: str) -> PreparedDocument:
         """Chunk a validated document; raises InvalidArgument if the model reads no text."""
         if doc.chunks:
-            pieces = [_Piece(c.content, 0, c.metadata, c.vector) for c in doc.chunks]
+            pieces = [PreparedPiece(c.content, 0, c.metadata, c.vector) for c in doc.chunks]
             return PreparedDocument(doc, sha256, pieces)
         config = datastore.config
         model = self._embeddings.registry.get(config.embedding_model)
@@ -284,7 +220,7 @@ class Ingestion:
         )
         if not windows:
             raise InvalidArgument(f"document {doc.external_id!r} has no text the model can read")
-        pieces = [_Piece(w.content, w.token_count, {}, None) for w in windows]
+        pieces = [PreparedPiece(w.content, w.token_count, {}, None) for w in windows]
         return PreparedDocument(doc, sha256, pieces)
 
     def embed(self, docs: Sequence[PreparedDocument], datastore: Datastore) -> None:

@@ -31,7 +31,8 @@ from typing import Generic, TypeVar
 from uuid import UUID
 
 from service import metrics
-from service.core.ingestion import Ingestion, PreparedDocument, content_sha256, unchanged_result
+from service.core.ingestion import Ingestion
+from service.core.prepared import PreparedDocument, content_sha256, unchanged_result
 from service.errors import InvalidArgument, RetrievalError
 from service.models import Datastore, DocumentInput, DocumentResult, IngestStatus, Principal
 
