@@ -36,7 +36,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from service.models import HnswParams, Metric
+from service.models import HnswParams, Metric, VectorPrecision
 from service.storage import keyword, partitions
 from service.storage.embedded import EmbeddedPostgres
 from service.storage.migrations import migrate
@@ -141,7 +141,12 @@ def main() -> int:
                     ds = new_datastore(conn, user)
                     with conn.transaction():
                         partitions.create_partition(
-                            conn, ds, Metric.COSINE, DIMS, HnswParams(16, 64, 100)
+                            conn,
+                            ds,
+                            Metric.COSINE,
+                            DIMS,
+                            HnswParams(16, 64, 100),
+                            precision=VectorPrecision.FLOAT32,
                         )
                         keyword.install(conn, ds, "english")
                     table = sql.Identifier("public", partitions.partition_name(ds))

@@ -31,6 +31,15 @@ class SearchMode(StrEnum):
     KEYWORD = "keyword"
 
 
+class VectorPrecision(StrEnum):
+    """The precision of a datastore's HNSW index. The stored vectors stay float32 either
+    way: ``float16`` indexes ``embedding::halfvec(D)`` (half the index size) and scores
+    the candidates it finds on the stored float32 vectors (docs/scale.md)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
 class Role(StrEnum):
     USER = "user"
     SERVICE = "service"
@@ -89,6 +98,7 @@ class DatastoreConfig:
     rrf_k: int = DEFAULT_RRF_K
     bm25_k1: float = DEFAULT_BM25_K1
     bm25_b: float = DEFAULT_BM25_B
+    vector_precision: VectorPrecision = VectorPrecision.FLOAT32
 
     def to_json(self) -> JsonObject:
         return {
@@ -106,6 +116,7 @@ class DatastoreConfig:
             "text_search_config": self.text_search_config,
             "rrf_k": self.rrf_k,
             "bm25": {"k1": self.bm25_k1, "b": self.bm25_b},
+            "vector_precision": self.vector_precision.value,
         }
 
     @classmethod
@@ -128,6 +139,10 @@ class DatastoreConfig:
             rrf_k=int(data.get("rrf_k", DEFAULT_RRF_K)),
             bm25_k1=float(bm25.get("k1", DEFAULT_BM25_K1)),
             bm25_b=float(bm25.get("b", DEFAULT_BM25_B)),
+            # Absent from configs stored before the field existed: their index is float32.
+            vector_precision=VectorPrecision(
+                data.get("vector_precision", VectorPrecision.FLOAT32.value)
+            ),
         )
 
 

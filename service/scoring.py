@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from service.models import Metric
+from service.models import Metric, VectorPrecision
 
 OPERATORS: dict[Metric, str] = {
     Metric.COSINE: "<=>",
@@ -32,18 +32,21 @@ MAX_HALFVEC_INDEX_DIMS = 4000
 MAX_DIMENSIONS = 16000
 
 
-def index_type(dimensions: int) -> str | None:
-    """The pgvector type the HNSW index is built on, or None when no index fits."""
-    if dimensions <= MAX_VECTOR_INDEX_DIMS:
+def index_type(dimensions: int, precision: VectorPrecision = VectorPrecision.FLOAT32) -> str | None:
+    """The pgvector type the HNSW index is built on, or None when no index fits: halfvec
+    when the datastore asks for float16, or when a float32 index would be too wide."""
+    if dimensions <= MAX_VECTOR_INDEX_DIMS and precision is VectorPrecision.FLOAT32:
         return "vector"
     if dimensions <= MAX_HALFVEC_INDEX_DIMS:
         return "halfvec"
     return None
 
 
-def opclass(metric: Metric, dimensions: int) -> str:
+def opclass(
+    metric: Metric, dimensions: int, precision: VectorPrecision = VectorPrecision.FLOAT32
+) -> str:
     """The HNSW operator class for this metric over the indexed type."""
-    return f"{index_type(dimensions) or 'vector'}_{_OPCLASS_SUFFIX[metric]}"
+    return f"{index_type(dimensions, precision) or 'vector'}_{_OPCLASS_SUFFIX[metric]}"
 
 
 def score_sql(metric: Metric, distance: str) -> str:

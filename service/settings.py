@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(
         default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
     )
+    default_vector_precision: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="HNSW index precision of new datastores (config.vector_precision): "
+        "float16 indexes halfvec, half the size, and scores on the stored float32 vectors "
+        "(docs/scale.md).",
+    )
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx",
         description="onnx: the model exported once into data_dir/models and run with "

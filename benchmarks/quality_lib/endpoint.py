@@ -9,9 +9,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.client import Client, connect
+
+if TYPE_CHECKING:
+    from service.app import App
 
 
 @contextmanager
@@ -41,6 +44,16 @@ def embedded(
     ``model_dir`` (default ``model_cache()``) so later runs skip the export.
     ``DATABASE_URL`` and other ``RETRIEVAL_*`` variables apply as they do for ``serve``.
     """
+    with embedded_app(data_dir, model_dir) as (_, client, target, key):
+        yield client, target, key
+
+
+@contextmanager
+def embedded_app(
+    data_dir: Path | None = None, model_dir: Path | None = None
+) -> Iterator[tuple[App, Client, str, str]]:
+    """:func:`embedded`, also yielding the in-process ``App`` (for catalog figures such
+    as index sizes, which no RPC reports)."""
     from service.api.server import create_server
     from service.app import App
     from service.models import Role
@@ -65,7 +78,7 @@ def embedded(
             target = f"127.0.0.1:{server.port}"
             try:
                 with remote(target, key) as client:
-                    yield client, target, key
+                    yield app, client, target, key
             finally:
                 server.stop(grace=1.0)
         finally:

@@ -32,6 +32,7 @@ from service.models import (
     ReembedStatus,
     SearchMode,
     StoredChunk,
+    VectorPrecision,
 )
 
 METRIC_TO_PB = {
@@ -61,6 +62,21 @@ def metric_from_pb(value: int) -> Metric | None:
     if value not in METRIC_FROM_PB:
         raise InvalidArgument(f"similarity_metric {value} is not a known metric")
     return METRIC_FROM_PB[value]  # type: ignore[index]
+
+
+PRECISION_TO_PB = {
+    VectorPrecision.FLOAT32: pb.VECTOR_PRECISION_FLOAT32,
+    VectorPrecision.FLOAT16: pb.VECTOR_PRECISION_FLOAT16,
+}
+PRECISION_FROM_PB = {v: k for k, v in PRECISION_TO_PB.items()}
+
+
+def precision_from_pb(value: int) -> VectorPrecision | None:
+    if value == pb.VECTOR_PRECISION_UNSPECIFIED:
+        return None
+    if value not in PRECISION_FROM_PB:
+        raise InvalidArgument(f"config.vector_precision {value} is not a known precision")
+    return PRECISION_FROM_PB[value]  # type: ignore[index]
 
 
 def mode_from_pb(value: int) -> SearchMode | None:
@@ -111,6 +127,7 @@ def config_request(config: pb.DatastoreConfig) -> ConfigRequest:
         rrf_k=config.rrf_k,
         bm25_k1=config.bm25_k1 if config.HasField("bm25_k1") else None,
         bm25_b=config.bm25_b if config.HasField("bm25_b") else None,
+        vector_precision=precision_from_pb(config.vector_precision),
     )
 
 
@@ -161,6 +178,7 @@ def datastore(d: Datastore) -> pb.Datastore:
             rrf_k=c.rrf_k,
             bm25_k1=c.bm25_k1,
             bm25_b=c.bm25_b,
+            vector_precision=PRECISION_TO_PB[c.vector_precision],
         ),
         similarity_metric=METRIC_TO_PB[d.metric],
         similarity_threshold=d.similarity_threshold,

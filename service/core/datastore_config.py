@@ -17,6 +17,7 @@ from service.models import (
     DatastoreConfig,
     HnswParams,
     SearchMode,
+    VectorPrecision,
 )
 from service.settings import Settings
 
@@ -38,6 +39,7 @@ class ConfigRequest:
     rrf_k: int = 0
     bm25_k1: float | None = None
     bm25_b: float | None = None
+    vector_precision: VectorPrecision | None = None
 
 
 def build_config(
@@ -94,6 +96,8 @@ def build_config(
             True if request.low_confidence_fallback is None else request.low_confidence_fallback
         ),
         **_keyword_settings(request, settings),
+        vector_precision=request.vector_precision
+        or VectorPrecision(settings.default_vector_precision),
     )
 
 

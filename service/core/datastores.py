@@ -59,6 +59,7 @@ _CONFIG_PATHS = {
     "config.rrf_k": ("rrf_k",),
     "config.bm25_k1": ("bm25_k1",),
     "config.bm25_b": ("bm25_b",),
+    "config.vector_precision": ("vector_precision",),
 }
 
 
@@ -90,6 +91,7 @@ def config_request_from(config: DatastoreConfig) -> ConfigRequest:
         rrf_k=config.rrf_k,
         bm25_k1=config.bm25_k1,
         bm25_b=config.bm25_b,
+        vector_precision=config.vector_precision,
     )
 
 
@@ -154,7 +156,14 @@ class Datastores:
                 similarity_threshold=threshold,
                 max_results=max_results,
             )
-            partitions.create_partition(conn, datastore.id, metric, config.dimensions, config.hnsw)
+            partitions.create_partition(
+                conn,
+                datastore.id,
+                metric,
+                config.dimensions,
+                config.hnsw,
+                precision=config.vector_precision,
+            )
             keyword.install(conn, datastore.id, config.text_search_config)
         return datastore
 
@@ -207,8 +216,16 @@ class Datastores:
                 or config.dimensions != current.config.dimensions
                 or config.hnsw.m != current.config.hnsw.m
                 or config.hnsw.ef_construction != current.config.hnsw.ef_construction
+                or config.vector_precision != current.config.vector_precision
             ):
-                partitions.rebuild_index(conn, datastore_id, metric, config.dimensions, config.hnsw)
+                partitions.rebuild_index(
+                    conn,
+                    datastore_id,
+                    metric,
+                    config.dimensions,
+                    config.hnsw,
+                    precision=config.vector_precision,
+                )
             if config.text_search_config != current.config.text_search_config:
                 keyword.configure(conn, datastore_id, config.text_search_config)
             if decision.start is not None:

@@ -89,6 +89,7 @@ def _check_during_job(
         "config.hnsw.m": (config.hnsw.m, source.hnsw.m),
         "config.hnsw.ef_construction": (config.hnsw.ef_construction, source.hnsw.ef_construction),
         "config.text_search_config": (config.text_search_config, source.text_search_config),
+        "config.vector_precision": (config.vector_precision, source.vector_precision),
     }
     changed = [name for name, (new, old) in fixed.items() if new != old]
     if changed:

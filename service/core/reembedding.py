@@ -242,6 +242,7 @@ class Reembedding:
                     datastore.metric,
                     job.target_dimensions,
                     datastore.config.hnsw,
+                    precision=datastore.config.vector_precision,
                 )
             self._advance(datastore_id, "indexing", "switching")
         job = self._check(datastore_id, "switching")

@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 
 from service import scoring
-from service.models import HnswParams, Metric
+from service.models import HnswParams, Metric, VectorPrecision
 from service.storage import privileges
 
 
@@ -20,14 +20,26 @@ def index_name(datastore_id: UUID) -> str:
     return f"datastore_chunks_{datastore_id.hex}_hnsw"
 
 
-def embedding_expr(dimensions: int) -> sql.Composable:
-    """The indexed expression: a typed cast so the untyped column can be indexed."""
-    kind = scoring.index_type(dimensions) or "vector"
+def embedding_expr(dimensions: int, precision: VectorPrecision) -> sql.Composable:
+    """The indexed expression: a typed cast so the untyped column can be indexed, to
+    ``halfvec`` for a float16 index (the column is one type across every partition)."""
+    kind = scoring.index_type(dimensions, precision) or "vector"
     return sql.SQL("(embedding::{}({}))").format(sql.SQL(kind), sql.Literal(dimensions))
 
 
+def stored_expr(dimensions: int) -> sql.Composable:
+    """The stored vector at full precision, which every score is computed from."""
+    return sql.SQL("(embedding::vector({}))").format(sql.Literal(dimensions))
+
+
 def create_partition(
-    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+    conn: psycopg.Connection,
+    datastore_id: UUID,
+    metric: Metric,
+    dimensions: int,
+    hnsw: HnswParams,
+    *,
+    precision: VectorPrecision,
 ) -> None:
     conn.execute(
         sql.SQL(
@@ -36,14 +48,20 @@ def create_partition(
     )
     # Supabase's default privileges grant the Data API roles this new table too.
     privileges.lock_down_relation(conn, partition_name(datastore_id))
-    create_index(conn, datastore_id, metric, dimensions, hnsw)
+    create_index(conn, datastore_id, metric, dimensions, hnsw, precision=precision)
 
 
 def create_index(
-    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+    conn: psycopg.Connection,
+    datastore_id: UUID,
+    metric: Metric,
+    dimensions: int,
+    hnsw: HnswParams,
+    *,
+    precision: VectorPrecision,
 ) -> None:
     """Build the datastore's HNSW index (none above 4,000 dims: exact search there)."""
-    if scoring.index_type(dimensions) is None:
+    if scoring.index_type(dimensions, precision) is None:
         return
     conn.execute(
         sql.SQL(
@@ -51,8 +69,8 @@ def create_index(
         ).format(
             sql.Identifier(index_name(datastore_id)),
             sql.Identifier(partition_name(datastore_id)),
-            embedding_expr(dimensions),
-            sql.SQL(scoring.opclass(metric, dimensions)),
+            embedding_expr(dimensions, precision),
+            sql.SQL(scoring.opclass(metric, dimensions, precision)),
             sql.Literal(hnsw.m),
             sql.Literal(hnsw.ef_construction),
         )
@@ -60,12 +78,18 @@ def create_index(
 
 
 def rebuild_index(
-    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+    conn: psycopg.Connection,
+    datastore_id: UUID,
+    metric: Metric,
+    dimensions: int,
+    hnsw: HnswParams,
+    *,
+    precision: VectorPrecision,
 ) -> None:
     conn.execute(
         sql.SQL("DROP INDEX IF EXISTS public.{}").format(sql.Identifier(index_name(datastore_id)))
     )
-    create_index(conn, datastore_id, metric, dimensions, hnsw)
+    create_index(conn, datastore_id, metric, dimensions, hnsw, precision=precision)
 
 
 def drop_partition(conn: psycopg.Connection, datastore_id: UUID) -> None:

@@ -18,7 +18,14 @@ import psycopg
 from psycopg import sql
 
 from service import scoring
-from service.models import RUNNING_REEMBED_STATES, HnswParams, Metric, ReembedStatus, Vector
+from service.models import (
+    RUNNING_REEMBED_STATES,
+    HnswParams,
+    Metric,
+    ReembedStatus,
+    Vector,
+    VectorPrecision,
+)
 from service.storage import privileges
 from service.storage.partitions import embedding_expr, partition_name
 
@@ -295,10 +302,16 @@ def write_batch(
 
 
 def build_index(
-    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+    conn: psycopg.Connection,
+    datastore_id: UUID,
+    metric: Metric,
+    dimensions: int,
+    hnsw: HnswParams,
+    *,
+    precision: VectorPrecision,
 ) -> None:
     """The shadow's HNSW index for the new dimensions (none above 4,000: exact search)."""
-    if scoring.index_type(dimensions) is None:
+    if scoring.index_type(dimensions, precision) is None:
         return
     shadow = shadow_name(datastore_id)
     conn.execute(
@@ -308,8 +321,8 @@ def build_index(
         ).format(
             sql.Identifier(f"{shadow}_hnsw"),
             _ident(shadow),
-            embedding_expr(dimensions),
-            sql.SQL(scoring.opclass(metric, dimensions)),
+            embedding_expr(dimensions, precision),
+            sql.SQL(scoring.opclass(metric, dimensions, precision)),
             sql.Literal(hnsw.m),
             sql.Literal(hnsw.ef_construction),
         )

@@ -20,7 +20,7 @@ from psycopg import sql
 from service import scoring
 from service.models import Datastore, Hit, Vector
 from service.storage.filters import Compiled
-from service.storage.partitions import embedding_expr, partition_name
+from service.storage.partitions import embedding_expr, partition_name, stored_expr
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,22 @@ class Candidate:
 
 
 def distance_sql(datastore: Datastore) -> sql.Composable:
-    """The datastore's distance between a chunk ``c`` and the parameter ``%(q)s``."""
+    """The datastore's distance between a chunk ``c`` and the parameter ``%(q)s``, on the
+    stored float32 vectors: what scores, thresholds and exact search use."""
     dims = datastore.config.dimensions
-    kind = scoring.index_type(dims) or "vector"
+    return sql.SQL("{} {} %(q)s::vector({})").format(
+        stored_expr(dims), sql.SQL(scoring.OPERATORS[datastore.metric]), sql.Literal(dims)
+    )
+
+
+def index_distance_sql(datastore: Datastore) -> sql.Composable:
+    """The same distance over the indexed expression, which the ANN scan orders by: the
+    index serves only an ORDER BY written as its own expression and operator class."""
+    dims = datastore.config.dimensions
+    precision = datastore.config.vector_precision
+    kind = scoring.index_type(dims, precision) or "vector"
     return sql.SQL("{} {} %(q)s::{}({})").format(
-        embedding_expr(dims),
+        embedding_expr(dims, precision),
         sql.SQL(scoring.OPERATORS[datastore.metric]),
         sql.SQL(kind),
         sql.Literal(dims),
@@ -83,7 +94,8 @@ def build_query(
         # OFFSET 0 keeps the subquery whole, so the distance is computed once per row.
         top = sql.SQL("SELECT * FROM ({} OFFSET 0) s ORDER BY s.distance + 0").format(scan)
     else:
-        top = sql.SQL("{} ORDER BY {}").format(scan, distance)
+        # A halfvec index ranks the candidates; each still carries its float32 distance.
+        top = sql.SQL("{} ORDER BY {}").format(scan, index_distance_sql(datastore))
     query = sql.SQL(
         "WITH candidates AS MATERIALIZED ({top} LIMIT {k})"
         " SELECT c.id, c.document_id, d.external_id, c.chunk_index, d.title, c.content,"

@@ -72,6 +72,32 @@ HYBRID: SearchMode.ValueType  # 2
 KEYWORD: SearchMode.ValueType  # 3
 Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
 
+class _VectorPrecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VectorPrecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VectorPrecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VECTOR_PRECISION_UNSPECIFIED: _VectorPrecision.ValueType  # 0
+    """the server default (RETRIEVAL_DEFAULT_VECTOR_PRECISION)"""
+    VECTOR_PRECISION_FLOAT32: _VectorPrecision.ValueType  # 1
+    """a vector index (the only one before this field)"""
+    VECTOR_PRECISION_FLOAT16: _VectorPrecision.ValueType  # 2
+    """a halfvec index: half the size, re-scored at float32"""
+
+class VectorPrecision(_VectorPrecision, metaclass=_VectorPrecisionEnumTypeWrapper):
+    """The precision of a datastore's HNSW index (docs/scale.md). Stored vectors stay
+    float32 either way, and every score is computed from them.
+    """
+
+VECTOR_PRECISION_UNSPECIFIED: VectorPrecision.ValueType  # 0
+"""the server default (RETRIEVAL_DEFAULT_VECTOR_PRECISION)"""
+VECTOR_PRECISION_FLOAT32: VectorPrecision.ValueType  # 1
+"""a vector index (the only one before this field)"""
+VECTOR_PRECISION_FLOAT16: VectorPrecision.ValueType  # 2
+"""a halfvec index: half the size, re-scored at float32"""
+Global___VectorPrecision: _TypeAlias = VectorPrecision  # noqa: Y015
+
 class _IngestStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -138,6 +164,7 @@ class DatastoreConfig(_message.Message):
     RRF_K_FIELD_NUMBER: _builtins.int
     BM25_K1_FIELD_NUMBER: _builtins.int
     BM25_B_FIELD_NUMBER: _builtins.int
+    VECTOR_PRECISION_FIELD_NUMBER: _builtins.int
     embedding_model: _builtins.str
     """"sentence-transformers/all-MiniLM-L6-v2" (default, bundled), a local model
     directory, or "none" for caller-supplied vectors (then dimensions is required).
@@ -162,6 +189,8 @@ class DatastoreConfig(_message.Message):
     """BM25 term-frequency saturation; unset = 1.2"""
     bm25_b: _builtins.float
     """BM25 length normalisation in [0, 1]; unset = 0.75"""
+    vector_precision: Global___VectorPrecision.ValueType
+    """Changing it rebuilds the HNSW index (no re-embedding: the stored vectors stay float32)."""
     @_builtins.property
     def hnsw(self) -> Global___HnswConfig: ...
     def __init__(
@@ -178,10 +207,11 @@ class DatastoreConfig(_message.Message):
         rrf_k: _builtins.int = ...,
         bm25_k1: _builtins.float | None = ...,
         bm25_b: _builtins.float | None = ...,
+        vector_precision: Global___VectorPrecision.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b", "_bm25_k1", b"_bm25_k1", "_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "bm25_b", b"bm25_b", "bm25_k1", b"bm25_k1", "chunk_overlap", b"chunk_overlap", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b", "_bm25_k1", b"_bm25_k1", "_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "bm25_b", b"bm25_b", "bm25_k1", b"bm25_k1", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "dimensions", b"dimensions", "embedding_model", b"embedding_model", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback", "rrf_k", b"rrf_k", "search_mode", b"search_mode", "text_search_config", b"text_search_config"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b", "_bm25_k1", b"_bm25_k1", "_chunk_overlap", b"_chunk_overlap", "_low_confidence_fallback", b"_low_confidence_fallback", "bm25_b", b"bm25_b", "bm25_k1", b"bm25_k1", "chunk_overlap", b"chunk_overlap", "chunk_size", b"chunk_size", "dimensions", b"dimensions", "embedding_model", b"embedding_model", "hnsw", b"hnsw", "low_confidence_fallback", b"low_confidence_fallback", "rrf_k", b"rrf_k", "search_mode", b"search_mode", "text_search_config", b"text_search_config", "vector_precision", b"vector_precision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__bm25_b: _TypeAlias = _typing.Literal["bm25_b"]  # noqa: Y015
     _WhichOneofArgType__bm25_b: _TypeAlias = _typing.Literal["_bm25_b", b"_bm25_b"]  # noqa: Y015
