@@ -60,8 +60,19 @@ def explain_search(
     return plan_nodes(doc[0]["Plan"])
 
 
-def analyzed_datastore(client: Client, app: App, rows: int, dims: int) -> pb.Datastore:
+def analyzed_datastore(
+    client: Client, app: App, rows: int, dims: int, precision: int = pb.VECTOR_PRECISION_FLOAT32
+) -> pb.Datastore:
     ds = vector_datastore(client, pb.COSINE, dims)
+    ds = client.datastores.UpdateDatastore(
+        pb.UpdateDatastoreRequest(
+            datastore=pb.Datastore(
+                id=ds.id,
+                config=pb.DatastoreConfig(vector_precision=precision),  # type: ignore[arg-type]
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["config.vector_precision"]),
+        )
+    )
     rng = np.random.default_rng(3)
     ingest_vectors(client, ds.id, rng.normal(size=(rows, dims)).astype(np.float32))
     # Fresh statistics either way, so the plan does not depend on whether autovacuum
@@ -92,14 +103,21 @@ def test_query_uses_the_datastores_hnsw_index(
     assert_hnsw_scan(app, big_datastore.id, generic)
 
 
+@pytest.mark.parametrize(
+    "precision",
+    [pb.VECTOR_PRECISION_FLOAT32, pb.VECTOR_PRECISION_FLOAT16],
+    ids=["float32", "float16"],
+)
 def test_prepared_query_uses_the_index_too_at_the_bundled_models_width(
-    client: Client, app: App
+    client: Client, app: App, precision: int
 ) -> None:
     # 4,000 chunks of 384 dimensions: a one-off plan walks the index. A prepared
     # statement's generic plan that does not know the LIMIT prices it at a tenth of the
     # rows and sorts the whole partition instead (measured ten times slower); the limit
-    # is written into the statement so that it cannot.
-    ds = analyzed_datastore(client, app, 4000, 384)
+    # is written into the statement so that it cannot. A float16 datastore's index is on
+    # embedding::halfvec(384), which its ORDER BY must name to be served by it.
+    ds = analyzed_datastore(client, app, 4000, 384, precision)
+    assert ds.config.vector_precision == precision
     assert_hnsw_scan(app, ds.id, generic=False, dims=384)
     assert_hnsw_scan(app, ds.id, generic=True, dims=384)
 
