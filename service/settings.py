@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.models import VectorPrecision
+
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_MODEL_NAMES = (BUNDLED_MODEL, "all-MiniLM-L6-v2")
 NO_MODEL_NAME = "none"  # bring-your-own vectors (service.models.NO_MODEL)
@@ -180,8 +182,8 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(
         default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
     )
-    default_vector_precision: Literal["float32", "float16"] = Field(
-        default="float32",
+    default_vector_precision: VectorPrecision = Field(
+        default=VectorPrecision.FLOAT32,
         description="HNSW index precision of new datastores (config.vector_precision): "
         "float16 indexes halfvec, half the size, and scores on the stored float32 vectors "
         "(docs/scale.md).",

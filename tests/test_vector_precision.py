@@ -142,7 +142,7 @@ def test_unset_precision_is_the_server_default_and_a_stored_config_without_it_is
     client: Client, app: App
 ) -> None:
     ds = precise_datastore(client, pb.COSINE, pb.VECTOR_PRECISION_UNSPECIFIED)
-    default = VectorPrecision(app.settings.default_vector_precision)
+    default = app.settings.default_vector_precision
     assert (
         ds.config.vector_precision
         == {

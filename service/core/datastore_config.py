@@ -96,8 +96,7 @@ def build_config(
             True if request.low_confidence_fallback is None else request.low_confidence_fallback
         ),
         **_keyword_settings(request, settings),
-        vector_precision=request.vector_precision
-        or VectorPrecision(settings.default_vector_precision),
+        vector_precision=request.vector_precision or settings.default_vector_precision,
     )
 
 
