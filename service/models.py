@@ -76,6 +76,8 @@ class HnswParams:
     # At least 2 * m (pgvector's rule), checked by the core beside the maximum.
     ef_construction: int = config_field(64, maximum=1000, setting="hnsw_ef_construction")
     ef_search: int = config_field(100, minimum=1, maximum=1000, setting="hnsw_ef_search")
+    # pgvector's hnsw.max_scan_tuples for filtered (iterative) scans; 0: the server's rule.
+    iterative_scan_max_tuples: int = config_field(0, minimum=0, maximum=2**31 - 1)
 
 
 @dataclass(frozen=True)
