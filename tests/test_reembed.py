@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from google.protobuf import field_mask_pb2
 
+from service import scoring
 from service.app import App
 from service.client import Client, pb
 from service.core.prepared import content_sha256
 from service.errors import ModelSwitched
 from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings
+from service.storage import datastores as datastore_rows
 from service.storage import keyword, partitions
 from service.storage import reembed as reembed_rows
 from tests.conftest import status_of, vector_datastore
@@ -224,7 +226,11 @@ def _assert_every_vector_from(app: App, datastore_id: str, model: str, *, chunks
     stored = np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
     assert stored.shape == expected.shape
     np.testing.assert_allclose(stored, expected, atol=1e-5)
-    assert indexdef is not None and f"vector({expected.shape[1]})" in indexdef[0]
+    with app.db.connection() as conn:
+        datastore = datastore_rows.get(conn, ds)
+    assert datastore is not None
+    kind = scoring.index_type(expected.shape[1], datastore.config.vector_precision)
+    assert indexdef is not None and f"::{kind}({expected.shape[1]})" in indexdef[0]
 
 
 def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: Settings) -> None:
@@ -252,6 +258,24 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: 
         )
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         assert "similarity_metric cannot change" in msg
+        code, msg = status_of(
+            lambda: client.datastores.UpdateDatastore(
+                pb.UpdateDatastoreRequest(
+                    datastore=pb.Datastore(
+                        id=ds.id,
+                        config=pb.DatastoreConfig(
+                            vector_precision=pb.VECTOR_PRECISION_FLOAT16
+                            if _get(client, ds.id).config.vector_precision
+                            == pb.VECTOR_PRECISION_FLOAT32
+                            else pb.VECTOR_PRECISION_FLOAT32
+                        ),
+                    ),
+                    update_mask=field_mask_pb2.FieldMask(paths=["config.vector_precision"]),
+                )
+            )
+        )
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "config.vector_precision cannot change" in msg
         # Back to the old model: the job is cancelled, nothing else changes.
         cancelled = _set_model(client, ds.id, BUNDLED_MODEL)
         assert cancelled.reembed.state == "cancelled"
