@@ -4,6 +4,9 @@ The ANN scan takes the top-k by distance in a MATERIALIZED CTE; the threshold is
 applied by the outer query on the score the caller sees, never under the index
 scan (which would silently cap results at ef_search). A metadata filter does go
 under the scan, with pgvector's iterative index scan (see :func:`submit`).
+
+A float16 datastore's scan orders by the halfvec expression its index is built on;
+every distance and score is still computed on the stored float32 vector.
 """
 
 from __future__ import annotations
