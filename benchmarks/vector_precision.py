@@ -9,6 +9,7 @@ chunks both searches return differ. Writes OUT/results.json and OUT/report.md.
 
     RETRIEVAL_STATEMENT_TIMEOUT_S=600 .venv/bin/python -m benchmarks.vector_precision \\
         DATASET_DIR --out OUT [--split test] [--metrics cosine,dot,euclidean,manhattan]
+        [--datastore ID]  # with RETRIEVAL_DATABASE_URL: resume an interrupted ingest
 
 Both indexes are built the same way (a rebuild over the whole partition), so their
 graphs are comparable; the ingest itself fills a float32 index that is then replaced.
@@ -169,8 +170,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: unknown metrics {unknown}")
     config = RunConfig(dataset=dataset.name)
     log(f"{dataset.name}: {len(dataset.corpus)} documents, {len(dataset.queries)} queries")
-    with endpoint.embedded_app() as (app, client, _, _):
-        ds = runner.create_datastore(client, config)
+    with endpoint.embedded_app(service_key=bool(args.datastore)) as (app, client, _, _):
+        if args.datastore:  # resume: documents already stored come back UNCHANGED
+            ds = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=args.datastore))
+        else:
+            ds = runner.create_datastore(client, config)
         _update(client, ds.id, metric_names[0], "float32")
         ingest = runner.ingest(
             client, ds.id, runner.document_inputs(dataset, config), config.ingest_batch, log
@@ -209,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md")
     p.add_argument("--split", default="test", help="qrels/<split>.tsv (default test)")
     p.add_argument("--metrics", default="cosine", help="comma-separated (default cosine)")
+    p.add_argument(
+        "--datastore",
+        help="resume into this datastore of the database RETRIEVAL_DATABASE_URL names",
+    )
     return run(p.parse_args(argv))
 
 

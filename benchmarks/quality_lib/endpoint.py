@@ -50,10 +50,11 @@ def embedded(
 
 @contextmanager
 def embedded_app(
-    data_dir: Path | None = None, model_dir: Path | None = None
+    data_dir: Path | None = None, model_dir: Path | None = None, *, service_key: bool = False
 ) -> Iterator[tuple[App, Client, str, str]]:
     """:func:`embedded`, also yielding the in-process ``App`` (for catalog figures such
-    as index sizes, which no RPC reports)."""
+    as index sizes, which no RPC reports). ``service_key``: the key has the service role
+    (it may use datastores of other users, e.g. one an earlier run left in the database)."""
     from service.api.server import create_server
     from service.app import App
     from service.models import Role
@@ -73,7 +74,8 @@ def embedded_app(
         app = App.open(settings)
         try:
             user = app.identity.create_user(None)
-            key = app.identity.create_key(user, Role.USER, "quality benchmark").key
+            role = Role.SERVICE if service_key else Role.USER
+            key = app.identity.create_key(user, role, "quality benchmark").key
             server = create_server(app, "127.0.0.1:0")
             target = f"127.0.0.1:{server.port}"
             try:
