@@ -25,7 +25,7 @@ from service.models import (
     Vector,
 )
 from service.settings import Settings
-from service.storage import search
+from service.storage.candidates import Candidate
 from service.storage.database import Database
 from service.storage.filters import Compiled, compile_filter
 from service.storage.replicas import ReadPools, parse_token
@@ -101,24 +101,6 @@ class Retrieval:
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
         clock.lap("embed" if spec.vector is None and vectors else None)
-        one_vector_search = len(plans) == 1 and plans[0].mode is SearchMode.VECTOR
-        if one_vector_search and where is None and not spec.exact:
-            # The common agent query: the search statement alone, no pipeline.
-            plan = plans[0]
-
-            def alone(db: Database) -> list[search.Candidate]:
-                with db.autocommit() as conn:
-                    return search.search_alone(
-                        conn,
-                        plan.datastore,
-                        vectors[plan.datastore.id],
-                        k=self._depth(plan, spec),
-                        threshold=plan.threshold,
-                    )
-
-            found = self._reads.run(alone, token=spec.consistency_token)
-            clock.lap("database")
-            return self._merge([(plan, self._finish(plan, spec, found))], spec, clock)
         requests = [
             search_modes.DatastoreSearch(
                 datastore=plan.datastore,
@@ -133,16 +115,9 @@ class Retrieval:
             )
             for plan in plans
         ]
-
-        def pipelined(db: Database) -> list[list[search.Candidate]]:
-            # Every datastore's search is queued before any is collected: one round trip
-            # to the database for the whole query (a short filtered search adds one).
-            with db.pipeline() as (conn, pipeline):
-                pending = [search_modes.submit(conn, request) for request in requests]
-                pipeline.sync()
-                return [collect() for collect in pending]
-
-        found_each = self._reads.run(pipelined, token=spec.consistency_token)
+        found_each = self._reads.run(
+            lambda db: search_modes.run(db, requests), token=spec.consistency_token
+        )
         per_datastore = [
             (plan, self._finish(plan, spec, found))
             for plan, found in zip(plans, found_each, strict=True)
@@ -158,9 +133,7 @@ class Retrieval:
         return plan.max_results
 
     @staticmethod
-    def _finish(
-        plan: _Plan, spec: QuerySpec, found: list[search.Candidate]
-    ) -> list[search.Candidate]:
+    def _finish(plan: _Plan, spec: QuerySpec, found: list[Candidate]) -> list[Candidate]:
         if spec.distinct_documents:
             found = _best_chunk_per_document(found)
         return _cut(found, plan.max_results)
@@ -247,7 +220,7 @@ class Retrieval:
 
     def _merge(
         self,
-        per_datastore: list[tuple[_Plan, list[search.Candidate]]],
+        per_datastore: list[tuple[_Plan, list[Candidate]]],
         spec: QuerySpec,
         clock: metrics.StageClock | None = None,
     ) -> QueryResult:
@@ -319,7 +292,7 @@ def _compiled_filter(spec: QuerySpec) -> Compiled | None:
     return None if tree is None else compile_filter(tree)
 
 
-def _cut(found: list[search.Candidate], n: int) -> list[search.Candidate]:
+def _cut(found: list[Candidate], n: int) -> list[Candidate]:
     """The best n passing candidates; or, when none passes, the best n (fallback pool)."""
     passing = [c for c in found if c.passes][:n]
     return passing if passing else found[:n]
@@ -329,7 +302,7 @@ def _flagged(hit: Hit) -> Hit:
     return dataclasses.replace(hit, below_threshold=True)
 
 
-def _best_chunk_per_document(found: list[search.Candidate]) -> list[search.Candidate]:
+def _best_chunk_per_document(found: list[Candidate]) -> list[Candidate]:
     seen: set[UUID] = set()
     out = []
     for c in found:  # already best first

@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeAlias
 
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from service import call_scope
@@ -39,6 +41,10 @@ _WAIT_SLICE_S = 0.25
 
 # SQLSTATEs that mean the server itself is gone or not accepting work.
 _SERVER_GONE = ("57P01", "57P02", "57P03")
+
+# A borrowed connection, as storage functions take it: the core only passes it on from
+# ``Database.connection()`` to them (within one transaction), never uses the driver.
+Connection: TypeAlias = psycopg.Connection[TupleRow]
 
 
 def _configure(conn: psycopg.Connection) -> None:

@@ -178,6 +178,17 @@ def drop_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(shadow_name(datastore_id))))
 
 
+def try_drop_shadow(conn: psycopg.Connection, datastore_id: UUID, lock_wait_ms: int) -> bool:
+    """Drop the shadow table in a savepoint, waiting at most ``lock_wait_ms`` for each of
+    its locks; False (nothing dropped, the transaction goes on) when they stay busy."""
+    try:
+        with conn.transaction(), bounded_lock_waits(conn, lock_wait_ms):
+            drop_shadow(conn, datastore_id)
+    except LockBusy:
+        return False
+    return True
+
+
 def shadow_exists(conn: psycopg.Connection, datastore_id: UUID) -> bool:
     row = conn.execute(
         "SELECT to_regclass(%s) IS NOT NULL", (f"public.{shadow_name(datastore_id)}",)
