@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from service.core.fusion import reciprocal_rank_fusion
 from service.models import Datastore, SearchMode, Vector
@@ -14,9 +14,10 @@ from service.storage.filters import Compiled
 from service.storage.search_plan import KeywordSearch, Search, VectorSearch
 
 
-@dataclass(frozen=True)
-class DatastoreSearch:
-    """What to search in one datastore; ``k`` candidates come back, best first."""
+class DatastoreSearch(NamedTuple):
+    """What to search in one datastore; ``k`` candidates come back, best first (a named
+    tuple: built for every datastore of every query, several times cheaper than a
+    frozen dataclass)."""
 
     datastore: Datastore
     mode: SearchMode

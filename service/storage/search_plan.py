@@ -8,7 +8,7 @@ transaction settings, the driver's errors turned into the service's) stays here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from service.models import Datastore, Vector
 from service.storage import keyword_search, vector_search
@@ -17,8 +17,8 @@ from service.storage.database import Connection, Database
 from service.storage.filters import Compiled
 
 
-@dataclass(frozen=True)
-class VectorSearch:
+# Named tuples, not dataclasses: built on every query, a tuple is several times cheaper.
+class VectorSearch(NamedTuple):
     """Top-``k`` chunks by the datastore's metric, flagged against ``threshold``."""
 
     datastore: Datastore
@@ -29,8 +29,7 @@ class VectorSearch:
     where: Compiled | None = None
 
 
-@dataclass(frozen=True)
-class KeywordSearch:
+class KeywordSearch(NamedTuple):
     """Top-``k`` chunks by BM25. With ``vector`` (hybrid's keyword side) the hits also
     carry the vector score, flagged against ``threshold``; without it every hit passes."""
 
