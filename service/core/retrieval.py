@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -58,14 +57,10 @@ class Retrieval:
         self._embeddings = embeddings
         self._lookups = lookups
         self._settings = settings
-        # Queries in progress: a lone one embeds on its own thread (see EmbeddingWorker).
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
 
     def query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
-        with self._in_flight_lock:
-            self._in_flight += 1
-        try:
+        # A query alone in flight embeds on this thread (see EmbeddingWorker.query).
+        with self._embeddings.query():
             try:
                 result = self._query(principal, spec)
             except ModelSwitched:
@@ -77,9 +72,6 @@ class Retrieval:
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
 
     def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
@@ -239,9 +231,7 @@ class Retrieval:
                     "query it with a vector, not text"
                 )
             if model not in by_model:
-                by_model[model] = self._embeddings.embed_query(
-                    model, spec.text, alone=self._in_flight == 1
-                )
+                by_model[model] = self._embeddings.embed_query(model, spec.text)
             out[d.id] = by_model[model]
         return out
 
