@@ -11,7 +11,7 @@ from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, ModelSwitched, NotFound
+from service.errors import InvalidArgument, ModelSwitched
 from service.models import (
     NO_MODEL,
     Datastore,
@@ -182,12 +182,9 @@ class Retrieval:
             raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
         for datastore_id in dict.fromkeys(spec.datastore_ids):
-            datastore = self._lookups.datastore(datastore_id)
-            if datastore is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, datastore)
-            access.check_served(datastore)
-            datastores.append(datastore)
+            datastores.append(
+                access.datastore(principal, datastore_id, self._lookups.datastore, served=True)
+            )
         return datastores, []
 
     def _agent_datastores(
@@ -195,11 +192,9 @@ class Retrieval:
     ) -> tuple[list[Datastore], list[DatastoreReport]]:
         """The agent's links this service serves; the others (Agentopia's pinecone/getzep
         links, and links the isolation rule forbids) are skipped with a reason."""
-        found = self._lookups.agent(agent_id)
-        if found is None:
-            raise NotFound(f"agent {agent_id} not found")
-        agent, linked = found
-        access.check_agent(principal, agent)
+        found = self._lookups.agent(agent_id)  # the agent and its links, cached together
+        agent = access.agent(principal, agent_id, lambda _: found[0] if found else None)
+        linked = found[1] if found else ()
         served: list[Datastore] = []
         skipped: list[DatastoreReport] = []
         for datastore_id in linked:
