@@ -55,7 +55,8 @@ from service.storage.replicas import ReadPools
 _log = logging.getLogger(__name__)
 
 
-def _failed(external_id: str, error: Exception) -> DocumentResult:
+def _refused_by_database(external_id: str, error: Exception) -> DocumentResult:
+    """The FAILED result of a document the database refused to store (and a log line)."""
     # Unavailable wraps the database's own message
     reason = error.__cause__ if isinstance(error, Unavailable) and error.__cause__ else error
     _log.info("document %r refused by the database: %s", external_id, reason)
@@ -272,7 +273,7 @@ class Ingestion:
         except Exception as e:
             self._raise_unless_refused(e)
             if len(docs) == 1:
-                return [_failed(docs[0].doc.external_id, e)]
+                return [_refused_by_database(docs[0].doc.external_id, e)]
             _log.warning("batch of %d documents refused (%s); retrying one by one", len(docs), e)
         results = []
         for p in docs:
@@ -280,7 +281,7 @@ class Ingestion:
                 results.extend(self.store(datastore, [p]))
             except Exception as e:
                 self._raise_unless_refused(e)
-                results.append(_failed(p.doc.external_id, e))
+                results.append(_refused_by_database(p.doc.external_id, e))
         return results
 
     def _raise_unless_refused(self, error: Exception) -> None:
