@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -12,7 +11,7 @@ from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, ModelSwitched, NotFound
+from service.errors import InvalidArgument, ModelSwitched
 from service.models import (
     NO_MODEL,
     Datastore,
@@ -58,14 +57,10 @@ class Retrieval:
         self._embeddings = embeddings
         self._lookups = lookups
         self._settings = settings
-        # Queries in progress: a lone one embeds on its own thread (see EmbeddingWorker).
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
 
     def query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
-        with self._in_flight_lock:
-            self._in_flight += 1
-        try:
+        # A query alone in flight embeds on this thread (see EmbeddingWorker.query).
+        with self._embeddings.query():
             try:
                 result = self._query(principal, spec)
             except ModelSwitched:
@@ -77,9 +72,6 @@ class Retrieval:
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
 
     def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
@@ -163,12 +155,9 @@ class Retrieval:
             raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
         for datastore_id in dict.fromkeys(spec.datastore_ids):
-            datastore = self._lookups.datastore(datastore_id)
-            if datastore is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, datastore)
-            access.check_served(datastore)
-            datastores.append(datastore)
+            datastores.append(
+                access.datastore(principal, datastore_id, self._lookups.datastore, served=True)
+            )
         return datastores, []
 
     def _agent_datastores(
@@ -176,11 +165,9 @@ class Retrieval:
     ) -> tuple[list[Datastore], list[DatastoreReport]]:
         """The agent's links this service serves; the others (Agentopia's pinecone/getzep
         links, and links the isolation rule forbids) are skipped with a reason."""
-        found = self._lookups.agent(agent_id)
-        if found is None:
-            raise NotFound(f"agent {agent_id} not found")
-        agent, linked = found
-        access.check_agent(principal, agent)
+        found = self._lookups.agent(agent_id)  # the agent and its links, cached together
+        agent = access.agent(principal, agent_id, lambda _: found[0] if found else None)
+        linked = found[1] if found else ()
         served: list[Datastore] = []
         skipped: list[DatastoreReport] = []
         for datastore_id in linked:
@@ -212,9 +199,7 @@ class Retrieval:
                     "query it with a vector, not text"
                 )
             if model not in by_model:
-                by_model[model] = self._embeddings.embed_query(
-                    model, spec.text, alone=self._in_flight == 1
-                )
+                by_model[model] = self._embeddings.embed_query(model, spec.text)
             out[d.id] = by_model[model]
         return out
 
