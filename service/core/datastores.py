@@ -8,7 +8,12 @@ from functools import partial
 from uuid import UUID
 
 from service.core import access
-from service.core.datastore_config import ConfigRequest, build_config
+from service.core.datastore_config import (
+    MASK_PATHS,
+    ConfigRequest,
+    build_config,
+    masked_fields,
+)
 from service.core.lookup_cache import LookupCache
 from service.core.reembed_rules import reembed_decision
 from service.core.reembedding import Reembedding
@@ -45,22 +50,6 @@ _TOP_LEVEL_PATHS = {
     "similarity_threshold",
     "max_results",
 }
-_CONFIG_PATHS = {
-    "config.embedding_model": ("embedding_model",),
-    "config.dimensions": ("dimensions",),
-    "config.chunk_size": ("chunk_size",),
-    "config.chunk_overlap": ("chunk_overlap",),
-    "config.search_mode": ("search_mode",),
-    "config.hnsw": ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"),
-    "config.hnsw.m": ("hnsw_m",),
-    "config.hnsw.ef_construction": ("hnsw_ef_construction",),
-    "config.hnsw.ef_search": ("hnsw_ef_search",),
-    "config.low_confidence_fallback": ("low_confidence_fallback",),
-    "config.text_search_config": ("text_search_config",),
-    "config.rrf_k": ("rrf_k",),
-    "config.bm25_k1": ("bm25_k1",),
-    "config.bm25_b": ("bm25_b",),
-}
 
 
 @dataclass(frozen=True)
@@ -74,24 +63,6 @@ class DatastoreFields:
     similarity_threshold: float | None = None
     max_results: int | None = None
     config: ConfigRequest = field(default_factory=ConfigRequest)
-
-
-def config_request_from(config: DatastoreConfig) -> ConfigRequest:
-    return ConfigRequest(
-        embedding_model=config.embedding_model,
-        dimensions=config.dimensions,
-        chunk_size=config.chunk_size,
-        chunk_overlap=config.chunk_overlap,
-        search_mode=config.search_mode,
-        hnsw_m=config.hnsw.m,
-        hnsw_ef_construction=config.hnsw.ef_construction,
-        hnsw_ef_search=config.hnsw.ef_search,
-        low_confidence_fallback=config.low_confidence_fallback,
-        text_search_config=config.text_search_config,
-        rrf_k=config.rrf_k,
-        bm25_k1=config.bm25_k1,
-        bm25_b=config.bm25_b,
-    )
 
 
 class Datastores:
@@ -178,7 +149,7 @@ class Datastores:
     ) -> Datastore:
         if not paths:
             raise InvalidArgument("update_mask must name at least one field")
-        unknown = [p for p in paths if p not in _TOP_LEVEL_PATHS | set(_CONFIG_PATHS) | {"config"}]
+        unknown = [p for p in paths if p not in _TOP_LEVEL_PATHS | MASK_PATHS | {"config"}]
         if unknown:
             raise InvalidArgument(f"update_mask has fields that cannot be updated: {unknown}")
         with self._db.connection() as conn:
@@ -244,18 +215,17 @@ class Datastores:
     ) -> DatastoreConfig:
         if not any(p == "config" or p.startswith("config.") for p in paths):
             return current.config
-        request = config_request_from(current.config)
         if "config" in paths:
             request = fields.config
         else:
-            chosen = {a for p in paths for a in _CONFIG_PATHS.get(p, ())}
-            request = dataclasses.replace(request, **{a: getattr(fields.config, a) for a in chosen})
-            if "dimensions" not in chosen and request.embedding_model not in (
+            chosen = masked_fields(paths)
+            request = ConfigRequest.of(current.config).updated(fields.config, chosen)
+            if "dimensions" not in chosen and request.get("embedding_model") not in (
                 current.config.embedding_model,
                 NO_MODEL,
             ):
                 # Another model alone: its own dimensions, not the old model's.
-                request = dataclasses.replace(request, dimensions=0)
+                request = request.updated(ConfigRequest(), ["dimensions"])
         return build_config(request, self._settings, self._models)
 
     def delete(self, principal: Principal, datastore_id: UUID) -> None:

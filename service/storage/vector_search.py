@@ -148,7 +148,8 @@ def submit(
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef,))
         rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=None, exact=False)
         return lambda: _candidates(datastore, rows.fetchall())
-    conn.execute(_ITERATIVE_SCAN_SQL, {"ef": ef, "ds": datastore.id})
+    tuples = datastore.config.hnsw.iterative_scan_max_tuples or None  # 0: the rule below
+    conn.execute(_ITERATIVE_SCAN_SQL, {"ef": ef, "ds": datastore.id, "tuples": tuples})
     rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=False)
 
     def collect() -> list[Candidate]:
@@ -190,13 +191,14 @@ def search_alone(
 # about twice an exact search. The chunk count is kept exact by the keyword
 # statistics triggers; reading it in the same statement saves a round trip.
 # relaxed_order returns rows slightly out of order; the outer query re-sorts them.
+# A datastore's config.hnsw.iterative_scan_max_tuples, when set, replaces that rule.
 _ITERATIVE_SCAN_SQL = """
 SELECT set_config('hnsw.ef_search', %(ef)s, true),
        set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('hnsw.scan_mem_multiplier', '2', true),
-       set_config('hnsw.max_scan_tuples',
+       set_config('hnsw.max_scan_tuples', coalesce(%(tuples)s::int::text,
                   (SELECT least(greatest(coalesce(max(chunk_count), 0) / 10, 2000), 100000)::text
-                   FROM public.datastore_keyword_stats WHERE datastore_id = %(ds)s),
+                   FROM public.datastore_keyword_stats WHERE datastore_id = %(ds)s)),
                   true)
 """
 
