@@ -14,7 +14,7 @@ from service import metadata_filter
 from service.app import App
 from service.client import Client, pb
 from service.storage import datastores as datastore_rows
-from service.storage import search
+from service.storage import vector_search
 from service.storage.filters import compile_filter
 
 DIMS = 4
@@ -77,7 +77,7 @@ def _max_scan_tuples_of_a_filtered_search(app: App, ds_id: str) -> str:
     with app.db.connection() as conn:
         datastore = datastore_rows.get(conn, uuid.UUID(ds_id))
         assert datastore is not None
-        collect = search.submit(
+        collect = vector_search.submit(
             conn,
             datastore,
             np.ones(DIMS, dtype=np.float32),
