@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from service.app import App
 from service.client import Client, pb
-from tests.fuzz_world import World, assert_serving, expect_no_internal, make_world, token_of
+from tests.helpers.fuzz_world import World, assert_serving, expect_no_internal, make_world, token_of
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from service.app import App
 from service.client import Client, pb
 from service.errors import Aborted, FailedPrecondition
 from service.models import ChunkInput, DocumentInput, Role
-from tests.conftest import vector_datastore
+from tests.helpers.rpc import vector_datastore
 
 DIMS = 8
 

@@ -23,7 +23,7 @@ from tests.fault_service import (
     running_service,
     wait_for,
 )
-from tests.pg_cluster import PgCluster
+from tests.helpers.pg_cluster import PgCluster
 
 BATCHES = 30
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from service.client import connect, pb
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 EXAMPLE = REPO / "examples" / "supabase-edge-function"
 DENO = Path(sys.executable).parent / "deno"

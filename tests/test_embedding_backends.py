@@ -9,7 +9,7 @@ import pytest
 
 from service.embedding.registry import ModelRegistry
 from service.settings import BUNDLED_MODEL
-from tests.conftest import MODEL_CACHE
+from tests.helpers.paths import MODEL_CACHE
 
 TEXTS = [
     "What is the role of p53 in cancer?",

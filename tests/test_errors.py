@@ -14,7 +14,7 @@ from service.app import App
 from service.client import Client, connect, pb
 from service.errors import ResourceExhausted
 from service.models import Role
-from tests.conftest import query_vector, status_of, vector_datastore
+from tests.helpers.rpc import query_vector, status_of, vector_datastore
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -21,7 +21,7 @@ from service.storage import datastores as datastore_rows
 from service.storage import search
 from service.storage.filters import compile_filter
 from service.storage.partitions import index_name
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:

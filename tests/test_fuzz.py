@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from service.app import App
 from service.client import pb
-from tests.fuzz_world import (
+from tests.helpers.fuzz_world import (
     World,
     assert_serving,
     expect_no_internal,

@@ -14,7 +14,7 @@ from service.client import Client, connect, pb
 from service.core.fusion import reciprocal_rank_fusion
 from service.models import Hit, Role
 from service.storage.search import Candidate
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 DOCS = {
     "gasket": "Replacement part ZX-4417 is the gasket for the pump housing.",

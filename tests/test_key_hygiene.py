@@ -23,8 +23,8 @@ from service.core.identity import Identity, IssuedKey, hash_key, parse_duration
 from service.core.lookup_cache import LookupCache
 from service.errors import InvalidArgument, Unauthenticated
 from service.models import Role
-from tests.conftest import status_of
-from tests.own_server import own_server
+from tests.helpers.own_server import own_server
+from tests.helpers.rpc import status_of
 
 CACHE_TTL_S = 1.0
 NEGATIVE_TTL_S = 30.0

@@ -18,7 +18,7 @@ from service.client import Client, pb
 from service.storage import datastores as datastore_rows
 from service.storage import keyword
 from service.storage.migrations import available_migrations
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 # Words whose English stems are distinct non-stopwords, so a whitespace split is a
 # faithful reference tokenizer.

@@ -13,8 +13,14 @@ import pytest
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
-from tests.limits_helpers import LIST_DATASTORES, STREAM_INGEST, HeldStream, IdleCalls, server_with
+from tests.helpers.limits_helpers import (
+    LIST_DATASTORES,
+    STREAM_INGEST,
+    HeldStream,
+    IdleCalls,
+    server_with,
+)
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 
 def _key(app: App, role: Role = Role.USER) -> str:

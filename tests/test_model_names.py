@@ -19,7 +19,7 @@ from service.client import Client, connect, pb
 from service.embedding.registry import ModelRegistry, bundled_model_path
 from service.models import Role
 from service.settings import BUNDLED_MODEL, Settings
-from tests.conftest import status_of
+from tests.helpers.rpc import status_of
 
 _watched: list[str] = []  # path prefixes whose file-system audit events are recorded
 _seen: list[tuple[str, str]] = []

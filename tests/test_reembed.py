@@ -21,9 +21,9 @@ from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import keyword, partitions
 from service.storage import reembed as reembed_rows
-from tests.conftest import status_of, vector_datastore
-from tests.reembed_support import expected_scores, query_text, run_cli, serving
-from tests.second_model import SECOND_MODEL_DIMENSIONS, build_second_model
+from tests.helpers.reembed_support import expected_scores, query_text, run_cli, serving
+from tests.helpers.rpc import status_of, vector_datastore
+from tests.helpers.second_model import SECOND_MODEL_DIMENSIONS, build_second_model
 
 TOPICS = [
     "PostgreSQL is a relational database with transactions and SQL.",

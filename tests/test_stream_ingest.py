@@ -18,7 +18,7 @@ from service.app import App
 from service.client import Client, pb
 from service.core.stream_ingest import StreamIngest, StreamItem, StreamLimits
 from service.models import ChunkInput, Datastore, DocumentInput, IngestStatus, Principal, Role
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 
 def text_datastore(client: Client, chunk_size: int = 0, chunk_overlap: int = 0) -> pb.Datastore:

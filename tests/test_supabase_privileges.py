@@ -28,8 +28,8 @@ from service.models import ChunkInput, DocumentInput, Principal, QuerySpec, Role
 from service.settings import Settings
 from service.storage.migrations import migrate
 from service.storage.partitions import partition_name
-from tests.conftest import MODEL_CACHE
-from tests.supabase_sql import (
+from tests.helpers.paths import MODEL_CACHE
+from tests.helpers.supabase_sql import (
     AGENTOPIA_SCHEMA,
     CATALOG_FUNCTIONS,
     CATALOG_RELATIONS,

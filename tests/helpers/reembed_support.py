@@ -61,7 +61,7 @@ def query_text(client: Client, datastore_id: str, text: str) -> pb.QueryResponse
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *args: str) -> int:
     """``python -m service ARGS`` in this process, on the tests' database."""
-    from tests.conftest import MODEL_CACHE
+    from tests.helpers.paths import MODEL_CACHE
 
     monkeypatch.setenv("RETRIEVAL_DATABASE_URL", str(settings.database_url))
     monkeypatch.setenv("RETRIEVAL_ONNX_CACHE_DIR", str(MODEL_CACHE))
