@@ -18,9 +18,8 @@ from service.client import Client, connect, pb
 from service.models import Role
 from service.settings import Settings
 from service.storage.embedded import client_bin_dir
-from tests.helpers.reembed_support import query_text, run_cli, serving
+from tests.helpers.reembed_support import TOPICS, query_text, run_cli, serving
 from tests.helpers.rpc import query_vector, vector_datastore
-from tests.test_reembed import TOPICS
 
 QUERIES = ["which database does vector search", "coffee", "planets and moons", "music"]
 

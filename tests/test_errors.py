@@ -14,6 +14,7 @@ from service.app import App
 from service.client import Client, connect, pb
 from service.errors import ResourceExhausted
 from service.models import Role
+from tests.helpers.rows import row_counts
 from tests.helpers.rpc import query_vector, status_of, vector_datastore
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -29,15 +30,6 @@ def ingest_call(client: Client, ds_id: str, *docs: pb.DocumentInput) -> Callable
     return lambda: client.ingest.IngestDocuments(
         pb.IngestDocumentsRequest(datastore_id=ds_id, documents=list(docs))
     )
-
-
-def document_count(app: App, ds_id: str) -> int:
-    with app.db.connection() as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM datastore_documents WHERE datastore_id = %s", (ds_id,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @pytest.mark.parametrize(
@@ -128,7 +120,7 @@ def test_bad_vectors_are_rejected_on_ingest_and_query(
     code, msg = status_of(lambda: query_vector(client, [ds.id], vector))
     assert code == INVALID
     assert fragment in msg
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
 
 def test_one_bad_document_fails_the_batch_and_writes_nothing(client: Client, app: App) -> None:
@@ -140,7 +132,7 @@ def test_one_bad_document_fails_the_batch_and_writes_nothing(client: Client, app
     )
     assert code == INVALID
     assert "documents[1]" in msg
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
 
 def with_nan_metadata(doc: pb.DocumentInput) -> pb.DocumentInput:
@@ -182,7 +174,7 @@ def test_bad_documents_are_rejected(
     code, msg = status_of(ingest_call(client, ds.id, doc))
     assert code == INVALID
     assert fragment in msg
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
 
 def test_external_id_of_exactly_1024_bytes_is_stored(client: Client, app: App) -> None:
@@ -194,7 +186,7 @@ def test_external_id_of_exactly_1024_bytes_is_stored(client: Client, app: App) -
         )
     )
     assert [(r.external_id, r.status) for r in reply.results] == [(external_id, pb.CREATED)]
-    assert document_count(app, ds.id) == 1
+    assert row_counts(app, ds.id).documents == 1
 
 
 def test_repeated_external_ids_and_empty_batches(client: Client) -> None:
@@ -330,7 +322,7 @@ def test_a_datastore_whose_model_is_no_longer_offered_is_failed_precondition(
         )
     code, msg = status_of(ingest_call(client, ds.id, pb.DocumentInput(external_id="e", text="x")))
     assert (code, gone in msg) == (grpc.StatusCode.FAILED_PRECONDITION, True)
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
     def query_code() -> grpc.StatusCode:
         try:

@@ -22,9 +22,9 @@ from service.client import Client, connect, pb
 from service.logs import JsonFormatter
 from service.metrics import MetricsServer
 from service.models import Role
+from tests.helpers.counting_model import CountingModel, make_worker
 from tests.helpers.log_guard import LogGuard
 from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
-from tests.test_embedding_worker import CountingModel, make_worker
 
 RETRIEVAL = "agentopia.retrieval.v1.RetrievalService"
 DATASTORES = "agentopia.retrieval.v1.DatastoreService"

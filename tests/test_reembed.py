@@ -21,24 +21,10 @@ from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import keyword, partitions
 from service.storage import reembed as reembed_rows
-from tests.helpers.reembed_support import expected_scores, query_text, run_cli, serving
+from tests.helpers.reembed_support import TOPICS, expected_scores, query_text, run_cli, serving
 from tests.helpers.rpc import status_of, vector_datastore
 from tests.helpers.second_model import SECOND_MODEL_DIMENSIONS, build_second_model
 
-TOPICS = [
-    "PostgreSQL is a relational database with transactions and SQL.",
-    "pgvector adds vector similarity search to PostgreSQL tables.",
-    "HNSW is a graph index for approximate nearest neighbour search.",
-    "Sourdough bread rises slowly with wild yeast and lactic bacteria.",
-    "A espresso shot is brewed by forcing hot water through fine coffee.",
-    "The marathon is a long distance race of about forty-two kilometres.",
-    "Photosynthesis turns light, water and carbon dioxide into sugar.",
-    "Jupiter is the largest planet of the solar system, a gas giant.",
-    "The violin has four strings and is played with a bow.",
-    "Glaciers carve valleys as they slowly move down a mountain.",
-    "Rust's borrow checker prevents data races at compile time.",
-    "Tides are caused mostly by the gravity of the moon.",
-]
 QUERY = "which database does vector search"
 
 

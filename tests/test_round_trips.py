@@ -22,6 +22,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 from service.app import App
 from service.client import Client, pb
 from service.storage import search
+from tests.helpers.rpc import text_datastore
 
 DOCS = [
     ("water", "Rivers carry water to the sea.", "nature"),
@@ -57,10 +58,9 @@ def traced(app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield sent
 
 
-def text_datastore(client: Client) -> str:
-    ds = client.datastores.CreateDatastore(
-        pb.CreateDatastoreRequest(name="round trips", max_results=2, similarity_threshold=0.0)
-    )
+def texts(client: Client) -> str:
+    """A datastore holding DOCS."""
+    ds = text_datastore(client, "round trips", max_results=2)
     client.ingest.IngestDocuments(
         pb.IngestDocumentsRequest(
             datastore_id=ds.id,
@@ -131,7 +131,7 @@ def test_a_query_over_two_datastores_is_one_round_trip(
     query_filter: struct_pb2.Struct | None,
     statements: int,
 ) -> None:
-    ids = [text_datastore(client), text_datastore(client)]
+    ids = [texts(client), texts(client)]
     request = pb.QueryRequest(
         datastores=pb.DatastoreIds(ids=ids),
         text="water",
@@ -179,7 +179,7 @@ def test_a_plain_query_over_one_datastore_is_its_search_statement_alone(
 ) -> None:
     """No pipeline and no settings statement once the connection has the datastore's
     hnsw.ef_search for its session."""
-    ds_id = text_datastore(client)
+    ds_id = texts(client)
     request = pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="water")
     # The pool lends its connections in turn; psycopg prepares a statement on its fifth
     # run on a connection (one Parse round trip, once): warm every connection past that.
@@ -197,7 +197,7 @@ def test_a_plain_query_over_one_datastore_is_its_search_statement_alone(
 def test_a_changed_ef_search_reaches_the_session_before_the_search(
     client: Client, app: App, traced: list[str]
 ) -> None:
-    ds_id, other = text_datastore(client), text_datastore(client)
+    ds_id, other = texts(client), texts(client)
     request = pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="water")
     client.retrieval.Query(request)
     client.datastores.UpdateDatastore(
@@ -219,7 +219,7 @@ def test_a_changed_ef_search_reaches_the_session_before_the_search(
 def test_search_alone_sets_ef_search_once_per_session_and_set_local_leaves_it(
     app: App, client: Client
 ) -> None:
-    ds_id = text_datastore(client)
+    ds_id = texts(client)
     datastore = app.lookups.datastore(uuid.UUID(ds_id))
     assert datastore is not None
     vector = np.ones(datastore.config.dimensions, dtype=np.float32)

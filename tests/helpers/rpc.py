@@ -73,3 +73,21 @@ def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
         call()
     err = info.value
     return err.code(), err.details()  # type: ignore[attr-defined]
+
+
+def text_datastore(
+    client: Client,
+    name: str = "texts",
+    *,
+    threshold: float = 0.0,
+    max_results: int | None = None,
+    **config: int,
+) -> pb.Datastore:
+    """A datastore the bundled model embeds; ``config`` sets DatastoreConfig fields
+    (chunk_size, chunk_overlap, ...)."""
+    request = pb.CreateDatastoreRequest(
+        name=name, similarity_threshold=threshold, config=pb.DatastoreConfig(**config)
+    )
+    if max_results is not None:
+        request.max_results = max_results
+    return client.datastores.CreateDatastore(request)
