@@ -11,9 +11,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 
 from service.app import App
 from service.client import Client, connect, pb
-from service.core.fusion import reciprocal_rank_fusion
-from service.models import Hit, Role
-from service.storage.search import Candidate
+from service.models import Role
 from tests.helpers.rpc import status_of, vector_datastore
 
 DOCS = {
@@ -28,37 +26,6 @@ DOCS = {
     "go": "In the game of go, capturing stones requires removing their liberties.",
     "violin": "A violin's sound depends on the wood and the varnish of its body.",
 }
-
-
-def hit(chunk: int, score: float, keyword_score: float | None = None) -> Candidate:
-    h = Hit(
-        datastore_id=uuid.UUID(int=0),
-        document_id=uuid.UUID(int=chunk),
-        external_id=str(chunk),
-        chunk_id=chunk,
-        chunk_index=0,
-        title="",
-        content="",
-        metadata={},
-        score=score,
-        distance=1 - score,
-        vector_score=score,
-        keyword_score=keyword_score,
-    )
-    return Candidate(h, passes=score >= 0.5)
-
-
-def test_rrf_fuses_by_rank() -> None:
-    vector = [hit(1, 0.9), hit(2, 0.8), hit(3, 0.4)]
-    keyword = [hit(3, 0.4, keyword_score=7.0), hit(4, 0.1, keyword_score=5.0)]
-    fused = reciprocal_rank_fusion(vector, keyword, 60)
-    expected = {1: 1 / 61, 2: 1 / 62, 3: 1 / 63 + 1 / 61, 4: 1 / 62}
-    assert [c.hit.chunk_id for c in fused] == [3, 1, 2, 4]  # 2 and 4 tie: chunk id breaks it
-    assert {c.hit.chunk_id: c.hit.score for c in fused} == pytest.approx(expected)
-    by_id = {c.hit.chunk_id: c for c in fused}
-    assert by_id[3].hit.keyword_score == 7.0 and by_id[3].hit.vector_score == 0.4
-    assert by_id[1].hit.keyword_score is None
-    assert [by_id[i].passes for i in (1, 2, 3, 4)] == [True, True, False, False]
 
 
 @pytest.fixture(scope="module")

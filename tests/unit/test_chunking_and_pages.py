@@ -1,4 +1,4 @@
-"""Pure units: chunking windows, the score table, page tokens."""
+"""Pure units: chunking windows and page tokens."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service import scoring
 from service.core.chunking import chunk_text
 from service.errors import InvalidArgument
-from service.models import Metric
 from service.storage.pagination import (
     KEYSET_CREATED_ID,
     KEYSET_TEXT,
@@ -49,25 +47,6 @@ def test_short_text_is_one_chunk_and_empty_text_none() -> None:
 def test_chunking_rejects_overlap_not_below_size() -> None:
     with pytest.raises(ValueError):
         chunk_text("a", [(0, 1)], chunk_size=4, overlap=4)
-
-
-@pytest.mark.parametrize(
-    ("metric", "distance", "expected"),
-    [
-        (Metric.COSINE, 0.25, 0.75),
-        (Metric.DOT, -3.5, 3.5),
-        (Metric.EUCLIDEAN, 1.0, 0.5),
-        (Metric.MANHATTAN, 3.0, 0.25),
-    ],
-)
-def test_score_table(metric: Metric, distance: float, expected: float) -> None:
-    assert scoring.score(metric, distance) == expected
-
-
-def test_index_types_follow_pgvector_limits() -> None:
-    assert scoring.opclass(Metric.COSINE, 384) == "vector_cosine_ops"
-    assert scoring.opclass(Metric.MANHATTAN, 3000) == "halfvec_l1_ops"
-    assert scoring.index_type(4001) is None
 
 
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
