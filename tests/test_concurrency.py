@@ -35,7 +35,7 @@ def run_together(*calls: Callable[[], object]) -> list[grpc.StatusCode]:
             call()
             codes[i] = grpc.StatusCode.OK
         except grpc.RpcError as e:
-            codes[i] = e.code()  # type: ignore[attr-defined]
+            codes[i] = e.code()
 
     threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
     for t in threads:

@@ -21,6 +21,7 @@ from typing import Any
 
 from service.client import connect, pb
 from tests.helpers.paths import REPO
+from tests.helpers.rpc import struct
 
 EXAMPLE = REPO / "examples" / "supabase-edge-function"
 DENO = Path(sys.executable).parent / "deno"
@@ -106,7 +107,9 @@ def agent_with_two_datastores(target: str, key: str) -> str:
                 pb.IngestDocumentsRequest(
                     datastore_id=ds.id,
                     documents=[
-                        pb.DocumentInput(external_id=i, text=t, metadata={"source": f"{i}.md"})
+                        pb.DocumentInput(
+                            external_id=i, text=t, metadata=struct({"source": f"{i}.md"})
+                        )
                         for i, t in docs
                     ],
                 )

@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from google.protobuf import struct_pb2
 
 from service import metadata_filter
 from service.app import App
@@ -20,13 +19,7 @@ from service.storage import datastores as datastore_rows
 from service.storage import search
 from service.storage.filters import compile_filter
 from service.storage.partitions import index_name
-from tests.helpers.rpc import status_of, vector_datastore
-
-
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(value)
-    return out
+from tests.helpers.rpc import status_of, struct, vector_datastore
 
 
 def query(
@@ -49,7 +42,7 @@ def query(
         request.text = "common"
     else:
         request.vector.values.extend([1.0, 0.0])
-    return client.retrieval.Query(request)  # type: ignore[no-any-return]
+    return client.retrieval.Query(request)
 
 
 # Each document has one chunk; "c" lists chunk metadata that overrides the document's.

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import field_mask_pb2
 
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from tests.helpers.rpc import status_of, vector_datastore
+from tests.helpers.rpc import status_of, struct, vector_datastore
 
 DOCS = {
     "gasket": "Replacement part ZX-4417 is the gasket for the pump housing.",
@@ -48,7 +48,7 @@ def texts(app: App, target: str) -> Iterator[tuple[Client, str]]:
                 pb.DocumentInput(
                     external_id=k,
                     text=v,
-                    metadata=struct_of({"topic": "machines" if i < 3 else "other"}),
+                    metadata=struct({"topic": "machines" if i < 3 else "other"}),
                 )
                 for i, (k, v) in enumerate(DOCS.items())
             ],
@@ -56,12 +56,6 @@ def texts(app: App, target: str) -> Iterator[tuple[Client, str]]:
     )
     yield client, ds.id
     client.close()
-
-
-def struct_of(value: dict[str, object]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(value)
-    return s
 
 
 def ask(client: Client, ds_id: str, text: str, mode: int = 0, **kw: object) -> pb.QueryResponse:
@@ -130,7 +124,7 @@ def test_the_threshold_applies_to_the_vector_score(texts: tuple[Client, str]) ->
 
 def test_hybrid_with_a_filter(texts: tuple[Client, str]) -> None:
     client, ds_id = texts
-    got = ask(client, ds_id, "water", pb.HYBRID, filter=struct_of({"topic": "machines"}))
+    got = ask(client, ds_id, "water", pb.HYBRID, filter=struct({"topic": "machines"}))
     assert {h.external_id for h in got.hits} == {"gasket", "pump", "seal"}
 
 

@@ -159,7 +159,7 @@ def _vectors(n: int) -> np.ndarray:
     return np.array([[1.0, 0.1 * i, 0.0, 0.0] for i in range(n)], dtype=np.float32)
 
 
-REFUSED = {
+REFUSED: dict[str, tuple[Callable[[SigningKey, SigningKey, uuid.UUID], str], str]] = {
     "expired": (lambda k, r, u: make_token(k, u, expires_in=-120), "expired"),
     "no exp": (lambda k, r, u: make_token(k, u, expires_in=0, exp=None), "'exp' claim"),
     "wrong audience": (lambda k, r, u: make_token(k, u, aud="anon"), "audience"),

@@ -68,9 +68,9 @@ def connect_with(hygiene_target: str) -> Iterator[Callable[[str], Client]]:
         c.close()
 
 
-def new_key(app: App, **kwargs: timedelta) -> IssuedKey:
+def new_key(app: App, *, expires_in: timedelta | None = None) -> IssuedKey:
     user_id = app.identity.create_user(f"{uuid.uuid4().hex}@hygiene.test")
-    return app.identity.create_key(user_id, Role.USER, **kwargs)
+    return app.identity.create_key(user_id, Role.USER, expires_in=expires_in)
 
 
 def list_call(client: Client) -> Callable[[], object]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,11 @@ def test_a_path_as_embedding_model_is_refused_without_touching_it(
     messages = []
     for name in (str(folder), str(tmp_path / "absent"), str(bundled_model_path()), "x" * 300):
         code, msg = status_of(
-            lambda name=name: client.datastores.CreateDatastore(
-                pb.CreateDatastoreRequest(name="m", config=pb.DatastoreConfig(embedding_model=name))
+            partial(
+                client.datastores.CreateDatastore,
+                pb.CreateDatastoreRequest(
+                    name="m", config=pb.DatastoreConfig(embedding_model=name)
+                ),
             )
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, msg

@@ -112,9 +112,8 @@ def _which(scores: list[float], old: list[float], new: list[float]) -> str:
 def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_restart(
     configured: Settings, app: App
 ) -> None:
-    slow = {"reembed_batch_size": 2, "reembed_pause_ms": 300.0}
     docs = {f"doc-{i}": text for i, text in enumerate(TOPICS)}
-    with serving(configured, **slow) as first:
+    with serving(configured, reembed_batch_size=2, reembed_pause_ms=300.0) as first:
         ds = _create(first.client)
         _ingest(first.client, ds.id, docs)
         started = _set_model(first.client, ds.id, SECOND_MODEL)
@@ -242,7 +241,7 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: 
         cancelled = _set_model(client, ds.id, BUNDLED_MODEL)
         assert cancelled.reembed.state == "cancelled"
         assert cancelled.config.embedding_model == BUNDLED_MODEL
-        _wait_for(lambda: not _job_thread_alive(served.app), "the job thread to stop", 30)
+        served.app.reembedding.wait(uuid.UUID(ds.id), timeout=30)  # the job's thread ends
         got = _get(client, ds.id)
         assert (got.config.embedding_model, got.config.dimensions) == (BUNDLED_MODEL, 384)
         assert got.reembed.state == "cancelled"
@@ -257,14 +256,10 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: 
         # Deleting a datastore mid-job takes the job and its shadow table with it.
         assert _set_model(client, ds.id, SECOND_MODEL).reembed.state == "copying"
         client.datastores.DeleteDatastore(pb.DeleteDatastoreRequest(id=ds.id))
-        _wait_for(lambda: not _job_thread_alive(served.app), "the job thread to stop", 30)
+        served.app.reembedding.wait(uuid.UUID(ds.id), timeout=30)  # the job's thread ends
         with served.app.db.connection() as conn:
             assert not reembed_rows.shadow_exists(conn, datastore_id)
             assert reembed_rows.get_job(conn, datastore_id) is None
-
-
-def _job_thread_alive(app: App) -> bool:
-    return any(t.name == "reembed" and t.is_alive() for t in threading.enumerate())
 
 
 def test_caller_vectors_cannot_change_dimensions(client: Client) -> None:

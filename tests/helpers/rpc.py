@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import struct_pb2
 
 from service.client import Client, pb
 
@@ -72,7 +74,7 @@ def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call()
     err = info.value
-    return err.code(), err.details()  # type: ignore[attr-defined]
+    return err.code(), err.details() or ""
 
 
 def text_datastore(
@@ -85,9 +87,16 @@ def text_datastore(
 ) -> pb.Datastore:
     """A datastore the bundled model embeds; ``config`` sets DatastoreConfig fields
     (chunk_size, chunk_overlap, ...)."""
-    request = pb.CreateDatastoreRequest(
-        name=name, similarity_threshold=threshold, config=pb.DatastoreConfig(**config)
-    )
+    request = pb.CreateDatastoreRequest(name=name, similarity_threshold=threshold)
+    for field, value in config.items():
+        setattr(request.config, field, value)
     if max_results is not None:
         request.max_results = max_results
     return client.datastores.CreateDatastore(request)
+
+
+def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A JSON object as a protobuf Struct (metadata, filters)."""
+    out = struct_pb2.Struct()
+    out.update(value)
+    return out

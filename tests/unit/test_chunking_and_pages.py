@@ -57,7 +57,13 @@ def test_page_tokens_round_trip_and_reject_garbage() -> None:
     for garbage in ("not-a-token!", "A" * 5000, encode_token(["a", 1]), encode_token([moment])):
         with pytest.raises(InvalidArgument, match="page_token"):
             decode_token(garbage, KEYSET_CREATED_ID)
-    for key_ in (["x", "y"], [True, 1], [{}, {}], [str(moment.replace(tzinfo=None)), str(key)]):
+    bad_keys: list[list[object]] = [
+        ["x", "y"],
+        [True, 1],
+        [{}, {}],
+        [str(moment.replace(tzinfo=None)), str(key)],
+    ]
+    for key_ in bad_keys:
         with pytest.raises(InvalidArgument, match="page_token"):
             decode_token(encode_token(key_), KEYSET_CREATED_ID)
     with pytest.raises(InvalidArgument, match="page_token"):

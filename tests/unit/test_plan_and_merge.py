@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from service.storage.search import Candidate
 from tests.helpers.values import candidate, datastore
 
 TEXT = QuerySpec(text="rivers")
-VECTOR = QuerySpec(vector=(0.1, 0.2, 0.3, 0.4))
+VECTOR = QuerySpec(vector=np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
 
 
 def test_the_datastore_settings_apply_unless_the_query_overrides_them() -> None:
