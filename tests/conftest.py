@@ -7,7 +7,6 @@ never see each other's datastores.
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -20,8 +19,6 @@ from service.settings import Settings
 from service.storage.embedded import EmbeddedPostgres
 from tests.helpers.paths import MODEL_CACHE, REPO, SCIFACT
 from tests.helpers.rpc import vector_datastore
-
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 # Every log line of the run is checked for keys, tokens and registered texts.
 pytest_plugins = ["tests.helpers.log_guard", "tests.helpers.http_fixtures"]

@@ -76,7 +76,7 @@ def edge_function(**env: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # reaps it and closes its stdout pipe
 
 
 def ask(url: str, body: dict[str, Any], bearer: str | None = None) -> tuple[int, Any]:
