@@ -47,6 +47,11 @@ migrate: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The database-free unit layer (merge, plan, fusion, filters, scores): seconds, no PostgreSQL.
+.PHONY: test-unit
+test-unit: install
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
 test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 

@@ -91,7 +91,7 @@ def target() -> Iterator[str]:
 
 def test_time_remaining_is_the_callers_deadline(target: str) -> None:
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary("/t.T/Remaining")
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Remaining")
         # grpc rounds the timeout it sends up to its wire units: a few ms over is the caller's
         assert 0 < float(call(b"", timeout=3)) <= 3.05
         assert call(b"") == b"None"
@@ -99,7 +99,8 @@ def test_time_remaining_is_the_callers_deadline(target: str) -> None:
 
 def test_abort_ends_the_call_with_its_status(target: str) -> None:
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary("/t.T/Abort")(b"")
+        abort: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Abort")
+        abort(b"")
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert info.value.details() == "not now"
 
@@ -107,7 +108,8 @@ def test_abort_ends_the_call_with_its_status(target: str) -> None:
 def test_callbacks_run_and_the_call_goes_inactive_when_the_client_gives_up(target: str) -> None:
     ended.clear()
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
-        channel.unary_unary("/t.T/Held")(b"", timeout=0.5)
+        held: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Held")
+        held(b"", timeout=0.5)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert ended.wait(5)  # the callback fired: the servicer's wait ended early
     deadline = threading.Event()
@@ -117,7 +119,7 @@ def test_callbacks_run_and_the_call_goes_inactive_when_the_client_gives_up(targe
 
 def test_streams_pass_messages_through_in_order(target: str) -> None:
     with grpc.insecure_channel(target) as channel:
-        call = channel.stream_stream("/t.T/Upper")
+        call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream("/t.T/Upper")
         assert list(call(iter([b"a", b"b", b"c"]), timeout=10)) == [b"A", b"B", b"C"]
 
 
@@ -127,7 +129,7 @@ def test_initial_metadata_reach_the_caller_of_a_unary_call(
 ) -> None:
     """Sent from the loop with the response or the status, not from the call's thread."""
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary("/t.T/Meta")
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/t.T/Meta")
         if request_bytes == b"fail":
             with pytest.raises(grpc.RpcError) as info:
                 call(request_bytes, timeout=10)
@@ -145,7 +147,10 @@ def test_initial_metadata_reach_the_caller_of_a_stream(target: str, messages: li
     expected = messages[: messages.index(b"fail")] if fails else messages
     got: list[bytes] = []
     with grpc.insecure_channel(target) as channel:
-        responses = channel.stream_stream("/t.T/MetaStream")(iter(messages), timeout=10)
+        meta: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            "/t.T/MetaStream"
+        )
+        responses = meta(iter(messages), timeout=10)
         with pytest.raises(grpc.RpcError) if fails else contextlib.nullcontext():
             got.extend(responses)
         assert META[0] in responses.initial_metadata()

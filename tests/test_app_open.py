@@ -12,7 +12,7 @@ import pytest
 from service.app import App
 from service.errors import FailedPrecondition
 from service.settings import Settings
-from tests.conftest import MODEL_CACHE
+from tests.helpers.paths import MODEL_CACHE
 
 
 def _postgres_processes(pgdata: Path) -> list[psutil.Process]:

@@ -64,8 +64,8 @@ def test_the_setting_round_trips_through_create_get_and_update(client: Client) -
 
     with pytest.raises(grpc.RpcError) as raised:
         _update(client, created.id, pb.HnswConfig(iterative_scan_max_tuples=-1), path)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert raised.value.details() == (  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == (
         "config.hnsw.iterative_scan_max_tuples must be 0..2147483647, got -1"
     )
 

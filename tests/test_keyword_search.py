@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import psycopg
 import pytest
+from google.protobuf import field_mask_pb2
 from psycopg import sql
 
 from service.app import App
@@ -18,7 +19,7 @@ from service.client import Client, pb
 from service.storage import datastores as datastore_rows
 from service.storage import keyword, keyword_search
 from service.storage.migrations import available_migrations
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 # Words whose English stems are distinct non-stopwords, so a whitespace split is a
 # faithful reference tokenizer.
@@ -301,7 +302,7 @@ def hostile_target(app: App, target: str) -> Iterator[tuple[Client, str, str]]:
             datastore=pb.Datastore(
                 id=odd.id, config=pb.DatastoreConfig(text_search_config="simple")
             ),
-            update_mask={"paths": ["config.text_search_config"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["config.text_search_config"]),
         )
     )
     ingest(client, odd.id, {"q": ["o'brien back\\slash it''s a\\'b :* &|!"]})
@@ -325,7 +326,7 @@ def test_hostile_query_text_is_invalid_or_answered(
         try:
             client.retrieval.Query(request)
         except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()  # type: ignore[attr-defined]
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
 
 
 def test_lexemes_with_quotes_and_backslashes_are_found(

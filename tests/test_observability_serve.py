@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.app import App
 from service.client import connect, pb, wait_until_serving
 from service.models import Role
-from tests.conftest import MODEL_CACHE
+from tests.helpers.paths import MODEL_CACHE
 from tests.test_serve import free_port
 
 

@@ -16,7 +16,7 @@ from service.client import Client, pb
 from service.storage import datastores as datastore_rows
 from service.storage import vector_search
 from service.storage.partitions import index_name
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 DIMS = 32
 

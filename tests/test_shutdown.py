@@ -143,6 +143,7 @@ def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_p
     finally:
         if job.poll() is None:
             job.kill()
+            job.communicate()  # reaps it and closes its stdout pipe
     assert job.returncode == 0, out.decode()[-2000:]
     after = datastore_counts(app, ds.id)
     assert after["documents"] == after["chunks"] == n

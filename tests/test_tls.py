@@ -26,8 +26,8 @@ from service.client import Client, channel_credentials, connect, pb, wait_until_
 from service.errors import FailedPrecondition
 from service.models import Role
 from service.settings import Settings
-from tests.conftest import status_of
-from tests.tls_certs import Certs, make_certs
+from tests.helpers.rpc import status_of
+from tests.helpers.tls_certs import Certs, make_certs
 
 Serve = Callable[..., str]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from uuid import UUID
 
 from service import metadata_filter, metrics
-from service.core import access, query_limits, search_modes
+from service.core import access, query_limits, query_plan, search_modes
 from service.core.lookup_cache import LookupCache
+from service.core.query_plan import Plan
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
 from service.errors import InvalidArgument, ModelSwitched
@@ -16,7 +15,6 @@ from service.models import (
     NO_MODEL,
     Datastore,
     DatastoreReport,
-    Hit,
     Principal,
     QueryResult,
     QuerySpec,
@@ -30,16 +28,7 @@ from service.storage.filters import Compiled, compile_filter
 from service.storage.replicas import ReadPools, parse_token
 
 MAX_QUERY_CHARS = 65_536
-FALLBACK_HITS = 3
 _DISTINCT_OVERFETCH = 4  # see Retrieval._depth
-
-
-@dataclass(frozen=True)
-class _Plan:
-    datastore: Datastore
-    max_results: int
-    threshold: float
-    mode: SearchMode = SearchMode.VECTOR
 
 
 class Retrieval:
@@ -87,7 +76,7 @@ class Retrieval:
     def _search(
         self, spec: QuerySpec, where: Compiled | None, datastores: list[Datastore]
     ) -> QueryResult:
-        plans = [_plan(d, spec) for d in datastores]
+        plans = [query_plan.plan(d, spec) for d in datastores]
         clock = metrics.StageClock(metrics.mode_label(p.mode for p in plans))
         vectors = self._query_vectors(
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
@@ -111,24 +100,18 @@ class Retrieval:
             lambda db: search_modes.run(db, requests), token=spec.consistency_token
         )
         per_datastore = [
-            (plan, self._finish(plan, spec, found))
+            (plan, query_plan.finish(plan, spec, found))
             for plan, found in zip(plans, found_each, strict=True)
         ]
         clock.lap("database")
         return self._merge(per_datastore, spec, clock)
 
-    def _depth(self, plan: _Plan, spec: QuerySpec) -> int:
+    def _depth(self, plan: Plan, spec: QuerySpec) -> int:
         """Candidates to fetch: distinct_documents over-fetches chunks so that
         max_results distinct documents usually remain."""
         if spec.distinct_documents:
             return min(plan.max_results * _DISTINCT_OVERFETCH, self._settings.max_results_cap)
         return plan.max_results
-
-    @staticmethod
-    def _finish(plan: _Plan, spec: QuerySpec, found: list[Candidate]) -> list[Candidate]:
-        if spec.distinct_documents:
-            found = _best_chunk_per_document(found)
-        return _cut(found, plan.max_results)
 
     def _check_spec(self, spec: QuerySpec) -> None:
         parse_token(spec.consistency_token)  # a malformed token: INVALID_ARGUMENT, early
@@ -203,95 +186,17 @@ class Retrieval:
             out[d.id] = by_model[model]
         return out
 
+    @staticmethod
     def _merge(
-        self,
-        per_datastore: list[tuple[_Plan, list[Candidate]]],
+        per_datastore: list[tuple[Plan, list[Candidate]]],
         spec: QuerySpec,
-        clock: metrics.StageClock | None = None,
+        clock: metrics.StageClock,
     ) -> QueryResult:
-        """Passing hits of every datastore by score; fallback hits only when none passed."""
-        passing = [c.hit for _, found in per_datastore for c in found if c.passes]
-        fallback = False
-        if not passing:
-            fallback = True
-            passing = [
-                _flagged(c.hit)
-                for plan, found in per_datastore
-                if plan.datastore.config.low_confidence_fallback
-                for c in found[: min(FALLBACK_HITS, plan.max_results)]
-            ]
-        if len({plan.mode for plan, _ in per_datastore}) > 1:
-            # Scores of different modes do not compare: interleave by rank instead.
-            ranks = {
-                (c.hit.datastore_id, c.hit.chunk_id): rank
-                for _, found in per_datastore
-                for rank, c in enumerate(found)
-            }
-            passing.sort(key=lambda h: (ranks[(h.datastore_id, h.chunk_id)], -h.score, h.chunk_id))
-        else:
-            passing.sort(key=lambda h: (-h.score, h.chunk_id))
-        # Each datastore already contributed at most its own max_results; a request
-        # override also bounds the merged list. Fallback hits: the best min(3, max_results).
-        limit = spec.max_results
-        if fallback:
-            widest = max((p.max_results for p, _ in per_datastore), default=0)
-            limit = min(FALLBACK_HITS, limit if limit is not None else widest)
-        hits = passing if limit is None else passing[:limit]
-        reports = [
-            DatastoreReport(
-                datastore_id=plan.datastore.id,
-                metric=plan.datastore.metric,
-                similarity_threshold=plan.threshold,
-                max_results=plan.max_results,
-                hit_count=(count := sum(1 for h in hits if h.datastore_id == plan.datastore.id)),
-                fallback=fallback and count > 0,
-                mode=plan.mode,
-            )
-            for plan, _ in per_datastore
-        ]
-        if clock is not None:
-            clock.lap("merge")
-        return QueryResult(hits, reports)
-
-
-def _plan(datastore: Datastore, spec: QuerySpec) -> _Plan:
-    """The settings applied to one datastore. A query vector implies VECTOR mode;
-    keyword mode has no vector score, so no threshold applies to it."""
-    mode = spec.mode or (SearchMode.VECTOR if spec.vector is not None else None)
-    mode = mode or datastore.config.search_mode
-    threshold = (
-        spec.similarity_threshold
-        if spec.similarity_threshold is not None
-        else datastore.similarity_threshold
-    )
-    return _Plan(
-        datastore,
-        spec.max_results if spec.max_results is not None else datastore.max_results,
-        0.0 if mode is SearchMode.KEYWORD else threshold,
-        mode,
-    )
+        result = query_plan.merge(per_datastore, spec)
+        clock.lap("merge")
+        return result
 
 
 def _compiled_filter(spec: QuerySpec) -> Compiled | None:
     tree = metadata_filter.parse(spec.filter)
     return None if tree is None else compile_filter(tree)
-
-
-def _cut(found: list[Candidate], n: int) -> list[Candidate]:
-    """The best n passing candidates; or, when none passes, the best n (fallback pool)."""
-    passing = [c for c in found if c.passes][:n]
-    return passing if passing else found[:n]
-
-
-def _flagged(hit: Hit) -> Hit:
-    return dataclasses.replace(hit, below_threshold=True)
-
-
-def _best_chunk_per_document(found: list[Candidate]) -> list[Candidate]:
-    seen: set[UUID] = set()
-    out = []
-    for c in found:  # already best first
-        if c.hit.document_id not in seen:
-            seen.add(c.hit.document_id)
-            out.append(c)
-    return out
