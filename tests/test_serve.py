@@ -5,13 +5,14 @@ from __future__ import annotations
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devtools.serve_process import ServeProcess
+from devtools.serve_process import ServeFailed, ServeProcess
 from service.client import connect, pb, read_key_file
 from service.storage.migrations import available_migrations, migrate
 from tests.conftest import MODEL_CACHE
@@ -85,9 +86,35 @@ def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: ServePr
     finally:
         client.close()
     assert names == ["quickstart"]
-    assert served.stop() == 0
     assert "Created local user" not in served.output()
     assert read_key_file(key_file) == key
+
+    # killed, serve cannot stop its embedded PostgreSQL; the launcher's close() does
+    served.kill()
+    postmaster = int((served.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    assert _running(postmaster)
+    served.close()
+    assert not _running(postmaster)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_serve_that_exits_fails_at_once_with_its_output(tmp_path: Path) -> None:
+    served = ServeProcess(
+        tmp_path / "data", log=tmp_path / "serve.log", settings={"host": "0.0.0.0"}
+    )
+    began = time.monotonic()
+    with pytest.raises(ServeFailed, match="exited with 2 before serving") as info:
+        served.start()
+    assert time.monotonic() - began < 60  # not the 300 s readiness deadline
+    assert "refusing to serve plaintext gRPC on 0.0.0.0" in str(info.value)  # the log's tail
+    assert not served.running
 
 
 def test_migrations_are_idempotent(pg_url: str) -> None:
