@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -70,11 +70,12 @@ class ServeFailed(RuntimeError):
 class ServeProcess:
     """``python -m service serve --data-dir DATA_DIR`` on 127.0.0.1, restartable.
 
-    ``settings`` become ``RETRIEVAL_*`` variables (see :func:`settings_env`); ``env``
-    adds raw ones (``DATABASE_URL``). No ``RETRIEVAL_*`` or ``DATABASE_URL`` of this
-    process's environment reaches the server, so a run depends only on what its caller
-    states. stdout and stderr are appended to ``log``. ``port`` and ``http_port`` are
-    chosen once and kept across restarts, so clients reconnect to the same target.
+    ``settings`` become ``RETRIEVAL_*`` variables (see :func:`settings_env`), ``env`` adds
+    raw ones (``DATABASE_URL``), ``args`` adds command-line options. No ``RETRIEVAL_*`` or
+    ``DATABASE_URL`` of this process's environment reaches the server, so a run depends only
+    on what its caller states. stdout and stderr are appended to ``log``. ``port`` and
+    ``http_port`` are chosen once and kept across restarts, so clients reconnect to the same
+    target. As a context manager it starts on entry and calls :meth:`close` on exit.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class ServeProcess:
         log: Path | None = None,
         settings: Settings | Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
         http_port: int | None = None,
         ready_timeout_s: float = 300.0,
         grace_s: float = 60.0,
@@ -96,6 +98,7 @@ class ServeProcess:
         self.ready_timeout_s = ready_timeout_s
         self.grace_s = grace_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._args = list(args)
         self._env = {
             k: v
             for k, v in os.environ.items()
@@ -137,7 +140,7 @@ class ServeProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log.stat().st_size if self.log.exists() else 0
         args = [sys.executable, "-m", "service", "serve", "--data-dir", str(self.data_dir)]
-        args += ["--port", str(self.port), "--http-port", str(self.http_port)]
+        args += ["--port", str(self.port), "--http-port", str(self.http_port), *self._args]
         began = time.monotonic()
         with self.log.open("ab") as out:
             # cwd: `python -m` then runs this checkout's code; a session of its own, so
