@@ -162,7 +162,12 @@ class ServeProcess:
 
     def _wait_until_serving(self, deadline: float) -> None:
         assert self.proc is not None
-        with grpc.insecure_channel(self.target) as channel:
+        # gRPC's reconnect backoff grows to minutes: cap it so SERVING is seen within a second
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        with grpc.insecure_channel(self.target, options=options) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             while True:
                 if self.proc.poll() is not None:
