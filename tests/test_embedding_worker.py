@@ -92,7 +92,8 @@ def test_ingestion_slices_are_spread_over_the_lanes() -> None:
         worker.stop()
     assert out[:, 0].tolist() == [len(t) for t in texts]
     assert len(model.batches) == 10
-    assert set(model.threads) == {"embedding-lane-0", "embedding-lane-1"}
+    assert len(set(model.threads)) == 2  # two lanes, neither of them the caller
+    assert threading.current_thread().name not in model.threads
     assert model.most_at_once == 2
     assert all(model.single_thread)  # two lanes: each run on one core
 
@@ -130,15 +131,33 @@ def test_a_failing_slice_fails_its_job_and_the_lanes_go_on() -> None:
     assert out[:, 0].tolist() == [5.0]
 
 
-def test_a_query_on_an_idle_worker_runs_on_the_calling_thread() -> None:
+def test_a_query_alone_on_an_idle_worker_runs_on_the_calling_thread() -> None:
     model = CountingModel()
-    worker = make_worker(model)
+    worker = make_worker(model, lanes=2)
     try:
-        out = worker.embed("m", ["alone"], alone=True)
+        with worker.query():
+            out = worker.embed_query("m", "alone")
     finally:
         worker.stop()
-    assert out[:, 0].tolist() == [5.0]
+    assert out.tolist() == [5.0, 1.0]
     assert model.threads == [threading.current_thread().name]
+    assert model.single_thread == [False]  # the lone query gets every core
+
+
+def test_a_query_with_another_in_flight_goes_to_a_lane() -> None:
+    model = CountingModel()
+    worker = make_worker(model, lanes=2)
+    try:
+        with worker.query(), worker.query():
+            worker.embed_query("m", "first")
+        with worker.query():  # counted queries end with their block
+            worker.embed_query("m", "second")
+        worker.embed_query("m", "unmarked")  # not in a query() block: never alone
+    finally:
+        worker.stop()
+    caller = threading.current_thread().name
+    assert [t == caller for t in model.threads] == [False, True, False]
+    assert model.single_thread == [True, False, True]
 
 
 def test_concurrent_queries_share_a_batch() -> None:
@@ -147,14 +166,18 @@ def test_concurrent_queries_share_a_batch() -> None:
     results: dict[int, float] = {}
 
     def query(i: int) -> None:
-        results[i] = float(worker.embed("m", ["q" * i], alone=i == 1)[0, 0])
+        with worker.query():
+            results[i] = float(worker.embed_query("m", "q" * i)[0])
 
+    callers = {f"query-{i}" for i in range(1, 9)}
     try:
         # the first query (alone so far) holds the model for 50 ms; the others queue up
-        first = threading.Thread(target=query, args=(1,))
+        first = threading.Thread(target=query, args=(1,), name="query-1")
         first.start()
         time.sleep(0.01)
-        threads = [threading.Thread(target=query, args=(i,)) for i in range(2, 9)]
+        threads = [
+            threading.Thread(target=query, args=(i,), name=f"query-{i}") for i in range(2, 9)
+        ]
         for t in threads:
             t.start()
         for t in [first, *threads]:
@@ -163,7 +186,8 @@ def test_concurrent_queries_share_a_batch() -> None:
         worker.stop()
     assert results == {i: float(i) for i in range(1, 9)}
     assert len(model.batches) < 8  # fewer model calls than queries
-    assert "embedding-lane-0" in model.threads  # the queued ones went through the lane
+    assert model.threads[0] == "query-1"  # the lone first query ran on its own thread
+    assert not callers & set(model.threads[1:])  # the queued ones went through the lane
     assert not any(model.single_thread)  # a single lane runs on every core
 
 

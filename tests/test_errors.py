@@ -6,13 +6,16 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
+from service.api.errors import status_for
 from service.app import App
+from service.bootstrap import LOCAL_EMAIL, ensure_local_key
 from service.client import Client, connect, pb
-from service.errors import ResourceExhausted
+from service.errors import AlreadyExists, NotFound, ResourceExhausted
 from service.models import Role
 from tests.conftest import query_vector, status_of, vector_datastore
 
@@ -314,6 +317,25 @@ def test_revoked_key_stops_working(app: App, target: str) -> None:
         assert code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         c.close()
+
+
+def test_a_second_user_with_the_same_email_already_exists(app: App) -> None:
+    email = f"{uuid.uuid4().hex}@test"
+    first = app.identity.create_user(email)
+    with pytest.raises(AlreadyExists, match="already exists") as raised:
+        app.identity.create_user(email)
+    assert status_for(raised.value)[0] == grpc.StatusCode.ALREADY_EXISTS
+    assert app.identity.find_user(email) == first
+
+
+def test_the_local_key_goes_to_the_existing_local_user(app: App, tmp_path: Path) -> None:
+    try:
+        local = app.identity.find_user(LOCAL_EMAIL)
+    except NotFound:
+        local = app.identity.create_user(LOCAL_EMAIL)
+    issued = ensure_local_key(app.identity, tmp_path / "key")
+    assert issued is not None and issued.user_id == local
+    assert ensure_local_key(app.identity, tmp_path / "key") is None  # the file exists
 
 
 def test_a_datastore_whose_model_is_no_longer_offered_is_failed_precondition(

@@ -18,7 +18,7 @@ from service.client import Client, connect, pb
 from service.errors import InvalidArgument
 from service.models import Role
 from service.storage import datastores as datastore_rows
-from service.storage import search
+from service.storage import vector_search
 from service.storage.filters import compile_filter
 from service.storage.partitions import index_name
 from tests.conftest import status_of, vector_datastore
@@ -272,7 +272,9 @@ def test_a_filtered_query_walks_the_hnsw_index(
         datastore = datastore_rows.get(conn, uuid.UUID(ds_id))
         assert datastore is not None
         conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        query, params = search.build_query(datastore, vectors[0], 10, 0.0, compile_filter(tree))
+        query, params = vector_search.build_query(
+            datastore, vectors[0], 10, 0.0, compile_filter(tree)
+        )
         plan = "\n".join(
             r[0] for r in conn.execute(b"EXPLAIN " + query.as_bytes(conn), params).fetchall()
         )

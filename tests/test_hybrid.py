@@ -13,7 +13,7 @@ from service.app import App
 from service.client import Client, connect, pb
 from service.core.fusion import reciprocal_rank_fusion
 from service.models import Hit, Role
-from service.storage.search import Candidate
+from service.storage.candidates import Candidate
 from tests.conftest import status_of, vector_datastore
 
 DOCS = {

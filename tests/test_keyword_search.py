@@ -16,7 +16,7 @@ from psycopg import sql
 from service.app import App
 from service.client import Client, pb
 from service.storage import datastores as datastore_rows
-from service.storage import keyword
+from service.storage import keyword, keyword_search
 from service.storage.migrations import available_migrations
 from tests.conftest import status_of, vector_datastore
 
@@ -234,7 +234,7 @@ def test_keyword_search_uses_the_partitions_gin_index(client: Client, app: App) 
         conn.execute("SET LOCAL enable_seqscan = off")  # the table is small; ask for the plan
         datastore = datastore_rows.get(conn, uuid.UUID(ds.id))
         assert datastore is not None
-        query, params = keyword.build_query(datastore, "melon", 10)
+        query, params = keyword_search.build_query(datastore, "melon", 10)
         plan = conn.execute(b"EXPLAIN " + query.as_bytes(conn), params).fetchall()
     text = "\n".join(r[0] for r in plan)
     assert f"datastore_chunks_{uuid.UUID(ds.id).hex}_tsv_idx" in text
@@ -245,7 +245,9 @@ def test_any_lexeme_becomes_a_verbatim_tsquery_operand(app: App, lexeme: str) ->
     """The parser rarely emits quotes or backslashes; the quoting must hold if it does."""
     with app.db.connection() as conn:
         row = conn.execute(
-            "SELECT array_to_tsvector(ARRAY[t.lexeme]) @@ (" + keyword.OPERAND_SQL + ")::tsquery"
+            "SELECT array_to_tsvector(ARRAY[t.lexeme]) @@ ("
+            + keyword_search.OPERAND_SQL
+            + ")::tsquery"
             " FROM (SELECT %s::text AS lexeme) t",
             (lexeme,),
         ).fetchone()

@@ -21,7 +21,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 
 from service.app import App
 from service.client import Client, pb
-from service.storage import search
+from service.storage import vector_search
 
 DOCS = [
     ("water", "Rivers carry water to the sea.", "nature"),
@@ -226,12 +226,12 @@ def test_search_alone_sets_ef_search_once_per_session_and_set_local_leaves_it(
     ef = str(datastore.config.hnsw.ef_search)
     with app.db.autocommit() as conn:
         conn.execute("SET hnsw.ef_search = 40")  # a connection new to search_alone
-        search._session_ef_search.pop(conn, None)
-        search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
+        vector_search._session_ef_search.pop(conn, None)
+        vector_search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == (ef,)
         with conn.pipeline() as pipeline:  # another query's SET LOCAL, then its end
             conn.execute("SELECT set_config('hnsw.ef_search', '321', true)")
             pipeline.sync()
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == (ef,)
-        found = search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
+        found = vector_search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
     assert len(found) == 2

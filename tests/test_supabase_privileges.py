@@ -69,7 +69,7 @@ def _user(app: App) -> Principal:
 def _populate(app: App, who: Principal, rng: np.random.Generator) -> uuid.UUID:
     """A vector datastore with one chunk, made through the service's own core code."""
     fields = DatastoreFields(
-        name="private", config=ConfigRequest(embedding_model="none", dimensions=4)
+        name="private", config=ConfigRequest({"embedding_model": "none", "dimensions": 4})
     )
     datastore = app.datastores.create(who, fields)
     vector = rng.random(4, dtype=np.float32)

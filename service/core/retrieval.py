@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -12,7 +11,7 @@ from service.core import access, query_limits, search_modes
 from service.core.lookup_cache import LookupCache
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, ModelSwitched, NotFound
+from service.errors import InvalidArgument, ModelSwitched
 from service.models import (
     NO_MODEL,
     Datastore,
@@ -25,7 +24,7 @@ from service.models import (
     Vector,
 )
 from service.settings import Settings
-from service.storage import search
+from service.storage.candidates import Candidate
 from service.storage.database import Database
 from service.storage.filters import Compiled, compile_filter
 from service.storage.replicas import ReadPools, parse_token
@@ -58,14 +57,10 @@ class Retrieval:
         self._embeddings = embeddings
         self._lookups = lookups
         self._settings = settings
-        # Queries in progress: a lone one embeds on its own thread (see EmbeddingWorker).
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
 
     def query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
-        with self._in_flight_lock:
-            self._in_flight += 1
-        try:
+        # A query alone in flight embeds on this thread (see EmbeddingWorker.query).
+        with self._embeddings.query():
             try:
                 result = self._query(principal, spec)
             except ModelSwitched:
@@ -77,9 +72,6 @@ class Retrieval:
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
 
     def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
@@ -101,24 +93,6 @@ class Retrieval:
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
         clock.lap("embed" if spec.vector is None and vectors else None)
-        one_vector_search = len(plans) == 1 and plans[0].mode is SearchMode.VECTOR
-        if one_vector_search and where is None and not spec.exact:
-            # The common agent query: the search statement alone, no pipeline.
-            plan = plans[0]
-
-            def alone(db: Database) -> list[search.Candidate]:
-                with db.autocommit() as conn:
-                    return search.search_alone(
-                        conn,
-                        plan.datastore,
-                        vectors[plan.datastore.id],
-                        k=self._depth(plan, spec),
-                        threshold=plan.threshold,
-                    )
-
-            found = self._reads.run(alone, token=spec.consistency_token)
-            clock.lap("database")
-            return self._merge([(plan, self._finish(plan, spec, found))], spec, clock)
         requests = [
             search_modes.DatastoreSearch(
                 datastore=plan.datastore,
@@ -133,16 +107,9 @@ class Retrieval:
             )
             for plan in plans
         ]
-
-        def pipelined(db: Database) -> list[list[search.Candidate]]:
-            # Every datastore's search is queued before any is collected: one round trip
-            # to the database for the whole query (a short filtered search adds one).
-            with db.pipeline() as (conn, pipeline):
-                pending = [search_modes.submit(conn, request) for request in requests]
-                pipeline.sync()
-                return [collect() for collect in pending]
-
-        found_each = self._reads.run(pipelined, token=spec.consistency_token)
+        found_each = self._reads.run(
+            lambda db: search_modes.run(db, requests), token=spec.consistency_token
+        )
         per_datastore = [
             (plan, self._finish(plan, spec, found))
             for plan, found in zip(plans, found_each, strict=True)
@@ -158,9 +125,7 @@ class Retrieval:
         return plan.max_results
 
     @staticmethod
-    def _finish(
-        plan: _Plan, spec: QuerySpec, found: list[search.Candidate]
-    ) -> list[search.Candidate]:
+    def _finish(plan: _Plan, spec: QuerySpec, found: list[Candidate]) -> list[Candidate]:
         if spec.distinct_documents:
             found = _best_chunk_per_document(found)
         return _cut(found, plan.max_results)
@@ -190,12 +155,9 @@ class Retrieval:
             raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
         for datastore_id in dict.fromkeys(spec.datastore_ids):
-            datastore = self._lookups.datastore(datastore_id)
-            if datastore is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, datastore)
-            access.check_served(datastore)
-            datastores.append(datastore)
+            datastores.append(
+                access.datastore(principal, datastore_id, self._lookups.datastore, served=True)
+            )
         return datastores, []
 
     def _agent_datastores(
@@ -203,11 +165,9 @@ class Retrieval:
     ) -> tuple[list[Datastore], list[DatastoreReport]]:
         """The agent's links this service serves; the others (Agentopia's pinecone/getzep
         links, and links the isolation rule forbids) are skipped with a reason."""
-        found = self._lookups.agent(agent_id)
-        if found is None:
-            raise NotFound(f"agent {agent_id} not found")
-        agent, linked = found
-        access.check_agent(principal, agent)
+        found = self._lookups.agent(agent_id)  # the agent and its links, cached together
+        agent = access.agent(principal, agent_id, lambda _: found[0] if found else None)
+        linked = found[1] if found else ()
         served: list[Datastore] = []
         skipped: list[DatastoreReport] = []
         for datastore_id in linked:
@@ -239,15 +199,13 @@ class Retrieval:
                     "query it with a vector, not text"
                 )
             if model not in by_model:
-                by_model[model] = self._embeddings.embed_query(
-                    model, spec.text, alone=self._in_flight == 1
-                )
+                by_model[model] = self._embeddings.embed_query(model, spec.text)
             out[d.id] = by_model[model]
         return out
 
     def _merge(
         self,
-        per_datastore: list[tuple[_Plan, list[search.Candidate]]],
+        per_datastore: list[tuple[_Plan, list[Candidate]]],
         spec: QuerySpec,
         clock: metrics.StageClock | None = None,
     ) -> QueryResult:
@@ -319,7 +277,7 @@ def _compiled_filter(spec: QuerySpec) -> Compiled | None:
     return None if tree is None else compile_filter(tree)
 
 
-def _cut(found: list[search.Candidate], n: int) -> list[search.Candidate]:
+def _cut(found: list[Candidate], n: int) -> list[Candidate]:
     """The best n passing candidates; or, when none passes, the best n (fallback pool)."""
     passing = [c for c in found if c.passes][:n]
     return passing if passing else found[:n]
@@ -329,7 +287,7 @@ def _flagged(hit: Hit) -> Hit:
     return dataclasses.replace(hit, below_threshold=True)
 
 
-def _best_chunk_per_document(found: list[search.Candidate]) -> list[search.Candidate]:
+def _best_chunk_per_document(found: list[Candidate]) -> list[Candidate]:
     seen: set[UUID] = set()
     out = []
     for c in found:  # already best first
