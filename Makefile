@@ -56,8 +56,8 @@ test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check service ingest tests benchmarks scripts
-	$(VENV)/bin/ruff format --check service ingest tests benchmarks scripts
+	$(VENV)/bin/ruff check service ingest devtools tests benchmarks scripts
+	$(VENV)/bin/ruff format --check service ingest devtools tests benchmarks scripts
 	$(VENV)/bin/mypy
 	$(PY) scripts/gen_protos.py --check
 	$(PY) -m scripts.gen_settings_docs --check

@@ -17,17 +17,14 @@ from service.client import Client, connect
 from service.models import Role
 from service.settings import Settings
 from service.storage.embedded import EmbeddedPostgres
-from tests.helpers.paths import MODEL_CACHE, REPO, SCIFACT
-from tests.helpers.rpc import vector_datastore
+from tests.helpers.paths import MODEL_CACHE
 
 # Every log line of the run is checked for keys, tokens and registered texts.
 pytest_plugins = ["tests.helpers.log_guard", "tests.helpers.http_fixtures"]
 
+
 # Re-exported for the modules that still import them from here (test_serve, test_ingest_cli,
 # fault_service); every other module imports tests.helpers directly.
-__all__ = ["MODEL_CACHE", "REPO", "SCIFACT", "vector_datastore"]
-
-
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
