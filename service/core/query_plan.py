@@ -1,4 +1,5 @@
-"""A query's plan for each datastore, and the merge of every datastore's candidates.
+"""A query's plan for each datastore, the storage searches that answer it (hybrid's two
+fused by RRF), and the merge of every datastore's candidates.
 
 Pure functions of values: no database, no model (tests/unit covers them directly).
 """
@@ -6,13 +7,42 @@ Pure functions of values: no database, no model (tests/unit covers them directly
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from uuid import UUID
 
-from service.models import Datastore, DatastoreReport, Hit, QueryResult, QuerySpec, SearchMode
+from service.core.fusion import reciprocal_rank_fusion
+from service.models import (
+    Datastore,
+    DatastoreReport,
+    Hit,
+    QueryResult,
+    QuerySpec,
+    SearchMode,
+    Vector,
+)
 from service.storage.candidates import Candidate
+from service.storage.filters import Compiled
+from service.storage.search_plan import KeywordSearch, Search, VectorSearch
 
 FALLBACK_HITS = 3
+
+
+class DatastoreSearch(NamedTuple):
+    """What to search in one datastore; ``k`` candidates come back, best first (a named
+    tuple: built for every datastore of every query, several times cheaper than a
+    frozen dataclass)."""
+
+    datastore: Datastore
+    mode: SearchMode
+    k: int
+    threshold: float
+    exact: bool
+    text: str | None
+    vector: Vector | None
+    where: Compiled | None
+    hybrid_candidates: int  # the least each side of a hybrid search contributes
 
 
 @dataclass(frozen=True)
@@ -40,6 +70,50 @@ def plan(datastore: Datastore, spec: QuerySpec) -> Plan:
         spec.max_results if spec.max_results is not None else datastore.max_results,
         0.0 if mode is SearchMode.KEYWORD else threshold,
         mode,
+    )
+
+
+def searches(requests: Iterable[DatastoreSearch]) -> list[Search]:
+    """The storage searches answering ``requests``, in order, for one storage call.
+
+    Hybrid takes max(k, hybrid_candidates) candidates from each side, both under the
+    metadata filter; both go to the database with every other search of the query.
+    """
+    return [search for request in requests for search in _searches(request)]
+
+
+def fused(
+    requests: Sequence[DatastoreSearch], found: Sequence[list[Candidate]]
+) -> list[list[Candidate]]:
+    """Each request's candidates from ``found`` (one list per storage search, in the
+    order of :func:`searches`): hybrid's two lists fused by Reciprocal Rank Fusion.
+    Every fused hit carries its vector score, which is what the threshold applies to."""
+    lists = iter(found)
+    out = []
+    for s in requests:
+        if s.mode is SearchMode.HYBRID:
+            dense, sparse = next(lists), next(lists)
+            out.append(reciprocal_rank_fusion(dense, sparse, s.datastore.config.rrf_k))
+        else:
+            out.append(next(lists))
+    return out
+
+
+def _searches(s: DatastoreSearch) -> tuple[Search, ...]:
+    """The storage searches answering ``s``: hybrid's are (vector, keyword)."""
+    if s.mode is SearchMode.KEYWORD:
+        assert s.text is not None
+        return (KeywordSearch(s.datastore, s.text, k=s.k, where=s.where),)
+    assert s.vector is not None
+    if s.mode is SearchMode.VECTOR:
+        return (VectorSearch(s.datastore, s.vector, s.k, s.threshold, s.exact, s.where),)
+    assert s.text is not None
+    depth = max(s.k, s.hybrid_candidates)
+    return (
+        VectorSearch(s.datastore, s.vector, depth, s.threshold, s.exact, s.where),
+        KeywordSearch(
+            s.datastore, s.text, depth, where=s.where, vector=s.vector, threshold=s.threshold
+        ),
     )
 
 

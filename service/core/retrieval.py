@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from service import metadata_filter, metrics
-from service.core import access, query_limits, query_plan, search_modes
+from service.core import access, query_limits, query_plan
 from service.core.lookup_cache import LookupCache
 from service.core.query_plan import Plan
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
@@ -22,6 +22,7 @@ from service.models import (
     Vector,
 )
 from service.settings import Settings
+from service.storage import search_plan
 from service.storage.candidates import Candidate
 from service.storage.database import Database
 from service.storage.filters import Compiled, compile_filter
@@ -83,7 +84,7 @@ class Retrieval:
         )
         clock.lap("embed" if spec.vector is None and vectors else None)
         requests = [
-            search_modes.DatastoreSearch(
+            query_plan.DatastoreSearch(
                 datastore=plan.datastore,
                 mode=plan.mode,
                 k=self._depth(plan, spec),
@@ -96,9 +97,11 @@ class Retrieval:
             )
             for plan in plans
         ]
-        found_each = self._reads.run(
-            lambda db: search_modes.run(db, requests), token=spec.consistency_token
+        searches = query_plan.searches(requests)
+        found = self._reads.run(
+            lambda db: search_plan.run(db, searches), token=spec.consistency_token
         )
+        found_each = query_plan.fused(requests, found)
         per_datastore = [
             (plan, query_plan.finish(plan, spec, found))
             for plan, found in zip(plans, found_each, strict=True)

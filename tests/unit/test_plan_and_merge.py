@@ -151,3 +151,35 @@ def test_merge_properties(each: list[list[float]], limit: int | None) -> None:
     if not any_pass:
         assert len(hits) <= FALLBACK_HITS
     assert sum(r.hit_count for r in result.reports) == len(hits)
+
+
+def _request(ds_mode: SearchMode, k: int = 5) -> query_plan.DatastoreSearch:
+    ds = datastore(mode=ds_mode)
+    return query_plan.DatastoreSearch(
+        datastore=ds,
+        mode=ds_mode,
+        k=k,
+        threshold=0.5,
+        exact=False,
+        text="rivers",
+        vector=None if ds_mode is SearchMode.KEYWORD else VECTOR.vector,
+        where=None,
+        hybrid_candidates=20,
+    )
+
+
+def test_each_mode_becomes_its_storage_searches_and_hybrid_is_fused_back() -> None:
+    vector, keyword, hybrid = (
+        _request(m) for m in (SearchMode.VECTOR, SearchMode.KEYWORD, SearchMode.HYBRID)
+    )
+    searches = query_plan.searches([vector, hybrid, keyword])
+    assert [(type(s).__name__, s.k) for s in searches] == [
+        ("VectorSearch", 5),
+        ("VectorSearch", 20),  # hybrid's sides take max(k, hybrid_candidates)
+        ("KeywordSearch", 20),
+        ("KeywordSearch", 5),
+    ]
+    ids = [vector.datastore.id, hybrid.datastore.id, hybrid.datastore.id, keyword.datastore.id]
+    found = [[candidate(ds_id, i, 0.9 - i / 10)] for i, ds_id in enumerate(ids)]
+    fused = query_plan.fused([vector, hybrid, keyword], found)
+    assert [[c.hit.chunk_id for c in each] for each in fused] == [[0], [1, 2], [3]]
