@@ -14,7 +14,7 @@ from service import metadata_filter
 from service.app import App
 from service.client import Client, pb
 from service.storage import datastores as datastore_rows
-from service.storage import search
+from service.storage import vector_search
 from service.storage.filters import compile_filter
 
 DIMS = 4
@@ -64,8 +64,8 @@ def test_the_setting_round_trips_through_create_get_and_update(client: Client) -
 
     with pytest.raises(grpc.RpcError) as raised:
         _update(client, created.id, pb.HnswConfig(iterative_scan_max_tuples=-1), path)
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert raised.value.details() == (  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == (
         "config.hnsw.iterative_scan_max_tuples must be 0..2147483647, got -1"
     )
 
@@ -77,7 +77,7 @@ def _max_scan_tuples_of_a_filtered_search(app: App, ds_id: str) -> str:
     with app.db.connection() as conn:
         datastore = datastore_rows.get(conn, uuid.UUID(ds_id))
         assert datastore is not None
-        collect = search.submit(
+        collect = vector_search.submit(
             conn,
             datastore,
             np.ones(DIMS, dtype=np.float32),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from uuid import UUID
 
 from service.core import access
@@ -24,7 +25,7 @@ from service.core.validation import (
     check_threshold,
 )
 from service.embedding.registry import ModelRegistry
-from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.errors import FailedPrecondition, InvalidArgument
 from service.models import (
     KNOWN_DATASTORE_TYPES,
     NO_MODEL,
@@ -139,11 +140,10 @@ class Datastores:
     def get(self, principal: Principal, datastore_id: UUID, *, counts: bool = True) -> Datastore:
         """The datastore, with its counts and its latest re-embedding job when ``counts``."""
         with self._db.connection() as conn:
-            datastore = rows.get(conn, datastore_id, counts=counts)
+            datastore = access.datastore(
+                principal, datastore_id, partial(rows.get, conn, counts=counts)
+            )
             job = reembed_rows.get_job(conn, datastore_id) if counts else None
-        if datastore is None:
-            raise NotFound(f"datastore {datastore_id} not found")
-        access.check_datastore(principal, datastore)
         return dataclasses.replace(datastore, reembed=job)
 
     def list_page(self, principal: Principal, size: int, token: str) -> Page[Datastore]:
@@ -160,11 +160,12 @@ class Datastores:
         if unknown:
             raise InvalidArgument(f"update_mask has fields that cannot be updated: {unknown}")
         with self._db.connection() as conn:
-            current = rows.get(conn, datastore_id, counts=True, lock=True)
-            if current is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, current)
-            access.check_served(current)
+            current = access.datastore(
+                principal,
+                datastore_id,
+                partial(rows.get, conn, counts=True, lock=True),
+                served=True,
+            )
             changes = self._top_level_changes(fields, paths)
             config = self._updated_config(current, fields, paths)
             job = reembed_rows.get_job(conn, datastore_id, lock=True)
@@ -244,10 +245,7 @@ class Datastores:
 
     def delete(self, principal: Principal, datastore_id: UUID) -> None:
         with self._db.connection() as conn:
-            current = rows.get(conn, datastore_id, lock=True)
-            if current is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, current)
+            access.datastore(principal, datastore_id, partial(rows.get, conn, lock=True))
             reembed_rows.drop_shadow(conn, datastore_id)
             partitions.drop_partition(conn, datastore_id)
             rows.delete(conn, datastore_id)
