@@ -7,26 +7,11 @@ import pytest
 
 from service.client import Client, pb
 from tests.helpers.rpc import ingest_vectors, query_vector, vector_datastore
+from tests.helpers.search_checks import reference
 
 DIMS = 16
 N = 300
 K = 10
-
-
-def reference(metric: int, docs: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, score) per document, computed as pgvector's operators and the score table."""
-    d64, q64 = docs.astype(np.float64), q.astype(np.float64)
-    if metric == pb.COSINE:
-        dist = 1 - (d64 @ q64) / (np.linalg.norm(d64, axis=1) * np.linalg.norm(q64))
-        return dist, 1 - dist
-    if metric == pb.DOT:
-        dist = -(d64 @ q64)
-        return dist, -dist
-    if metric == pb.EUCLIDEAN:
-        dist = np.linalg.norm(d64 - q64, axis=1)
-    else:
-        dist = np.abs(d64 - q64).sum(axis=1)
-    return dist, 1 / (1 + dist)
 
 
 METRICS = [pb.COSINE, pb.DOT, pb.EUCLIDEAN, pb.MANHATTAN]

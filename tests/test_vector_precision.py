@@ -13,14 +13,13 @@ from service.app import App
 from service.client import Client, pb
 from service.models import DatastoreConfig, VectorPrecision
 from service.storage.partitions import index_name
-from tests.conftest import ingest_vectors, query_vector, status_of
-from tests.test_metrics import reference
-from tests.test_query_plan import explain_search
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of
+from tests.helpers.search_checks import explain_search, reference
 
 DIMS = 32
 ROWS = 2000
 K = 10
-OPCLASS = {
+OPCLASS: dict[int, str] = {
     pb.COSINE: "halfvec_cosine_ops",
     pb.DOT: "halfvec_ip_ops",
     pb.EUCLIDEAN: "halfvec_l2_ops",
