@@ -180,6 +180,30 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(
         default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
     )
+    index_build_memory_mb: int = Field(
+        default=1024,
+        ge=64,
+        le=262_144,
+        description="maintenance_work_mem (MB) of an HNSW build over existing rows (a rebuild "
+        "after an hnsw or metric change, a re-embedding's new index), SET LOCAL in the building "
+        "transaction. The build is fast while the graph fits (about 2.4 GB per million "
+        "384-dim chunks at m=16, docs/scale.md) and much slower once it does not.",
+    )
+    index_build_parallel_workers: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="max_parallel_maintenance_workers of an HNSW build (SET LOCAL; also bounded "
+        "by the server's max_parallel_workers). Parallel builds keep the graph in shared memory.",
+    )
+    index_build_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86_400,
+        description="statement_timeout of an HNSW build (SET LOCAL): a million chunks take "
+        "minutes, past statement_timeout_s. A call's own deadline still cancels a rebuild run "
+        "by UpdateDatastore sooner.",
+    )
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx",
         description="onnx: the model exported once into data_dir/models and run with "

@@ -19,6 +19,7 @@ from service.models import (
     SearchMode,
 )
 from service.settings import Settings
+from service.storage.partitions import BuildResources
 
 
 @dataclass(frozen=True)
@@ -124,3 +125,12 @@ def _check_hnsw(hnsw: HnswParams) -> None:
         )
     if not 1 <= hnsw.ef_search <= 1000:
         raise InvalidArgument(f"config.hnsw.ef_search must be 1..1000, got {hnsw.ef_search}")
+
+
+def index_build_resources(settings: Settings) -> BuildResources:
+    """Memory, parallel workers and time of an HNSW build over existing rows."""
+    return BuildResources(
+        memory_mb=settings.index_build_memory_mb,
+        parallel_workers=settings.index_build_parallel_workers,
+        timeout_s=settings.index_build_timeout_s,
+    )

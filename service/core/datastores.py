@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from service.core import access
-from service.core.datastore_config import ConfigRequest, build_config
+from service.core.datastore_config import ConfigRequest, build_config, index_build_resources
 from service.core.lookup_cache import LookupCache
 from service.core.reembed_rules import reembed_decision
 from service.core.reembedding import Reembedding
@@ -208,7 +208,14 @@ class Datastores:
                 or config.hnsw.m != current.config.hnsw.m
                 or config.hnsw.ef_construction != current.config.hnsw.ef_construction
             ):
-                partitions.rebuild_index(conn, datastore_id, metric, config.dimensions, config.hnsw)
+                partitions.rebuild_index(
+                    conn,
+                    datastore_id,
+                    metric,
+                    config.dimensions,
+                    config.hnsw,
+                    resources=index_build_resources(self._settings),
+                )
             if config.text_search_config != current.config.text_search_config:
                 keyword.configure(conn, datastore_id, config.text_search_config)
             if decision.start is not None:

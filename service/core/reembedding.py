@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from service.core.datastore_config import index_build_resources
 from service.embedding.worker import EmbeddingWorker
 from service.errors import FailedPrecondition, NotFound
 from service.models import Datastore, DatastoreConfig, ReembedStatus, Vector
@@ -242,6 +243,7 @@ class Reembedding:
                     datastore.metric,
                     job.target_dimensions,
                     datastore.config.hnsw,
+                    resources=index_build_resources(self._settings),
                 )
             self._advance(datastore_id, "indexing", "switching")
         job = self._check(datastore_id, "switching")

@@ -20,7 +20,12 @@ from psycopg import sql
 from service import scoring
 from service.models import RUNNING_REEMBED_STATES, HnswParams, Metric, ReembedStatus, Vector
 from service.storage import privileges
-from service.storage.partitions import embedding_expr, partition_name
+from service.storage.partitions import (
+    BuildResources,
+    embedding_expr,
+    partition_name,
+    set_build_resources,
+)
 
 _JOB_COLUMNS = (
     "state, chunks_done, chunks_total, target_model, target_dimensions, source_model,"
@@ -295,11 +300,18 @@ def write_batch(
 
 
 def build_index(
-    conn: psycopg.Connection, datastore_id: UUID, metric: Metric, dimensions: int, hnsw: HnswParams
+    conn: psycopg.Connection,
+    datastore_id: UUID,
+    metric: Metric,
+    dimensions: int,
+    hnsw: HnswParams,
+    *,
+    resources: BuildResources,
 ) -> None:
     """The shadow's HNSW index for the new dimensions (none above 4,000: exact search)."""
     if scoring.index_type(dimensions) is None:
         return
+    set_build_resources(conn, resources)
     shadow = shadow_name(datastore_id)
     conn.execute(
         sql.SQL(
