@@ -1,0 +1,151 @@
+"""Scale curves: one datastore to 100k (1M) chunks, 1,000 (5,000) datastores, agents.
+
+Vectors are caller-supplied (a datastore with embedding_model "none", 384 dimensions):
+SciFact's passages embedded once with the bundled MiniLM model (cached under
+~/.cache/agentopia-scale), then synthetic vectors drawn around them with a fixed seed
+(``benchmarks/scale_lib/vectors.py``). Queries are SciFact's query embeddings and noisy
+variants of them; recall@10 is measured against an exact numpy search of the same vectors.
+
+The service runs as a real ``python -m service serve`` process (embedded PostgreSQL);
+the benchmark talks to it over gRPC, and reads sizes, memory and plans from PostgreSQL.
+
+    .venv/bin/python -m benchmarks.scale --out OUT_DIR          # 10k, 100k; 10, 1,000
+    .venv/bin/python -m benchmarks.scale --out OUT_DIR --full   # + 1M; + 5,000
+
+Writes OUT_DIR/results.json after every section (a partial run is usable) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import REPO, SCIFACT
+from benchmarks.scale_lib import many, plots, single
+from benchmarks.scale_lib.many import serving
+from benchmarks.scale_lib.vectors import query_set, scifact_embeddings
+from service.client import connect
+
+CACHE = Path.home() / ".cache" / "agentopia-scale" / "scifact-minilm.npz"
+
+
+def _machine() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_avg_at_start": os.getloadavg(),
+    }
+
+
+class Results:
+    """results.json, rewritten whenever a figure arrives."""
+
+    def __init__(self, out: Path, head: dict[str, Any]) -> None:
+        self.path = out / "results.json"
+        self.data: dict[str, Any] = dict(head)
+
+    def save(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.data["load_avg_now"] = os.getloadavg()
+        self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+
+def _server_settings() -> dict[str, str]:
+    return {
+        "onnx_cache_dir": str(REPO / ".venv" / "model-cache"),
+        "max_calls_per_principal": "16",  # concurrency 8 from one key
+        "max_results_cap": "1000",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for results and plots")
+    parser.add_argument("--full", action="store_true", help="also 1M chunks, 5,000 datastores")
+    parser.add_argument("--sizes", type=int, nargs="*", help="override the datastore sizes")
+    parser.add_argument("--levels", type=int, nargs="*", help="override the datastore counts")
+    parser.add_argument("--seed", type=int, default=16)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    args.out.mkdir(parents=True, exist_ok=True)
+    sizes = args.sizes if args.sizes is not None else [10_000, 100_000]
+    levels = args.levels if args.levels is not None else [10, 1_000]
+    if args.full:
+        sizes = args.sizes or [10_000, 100_000, 1_000_000]
+        levels = args.levels or [10, 1_000, 5_000]
+    started = time.perf_counter()
+    results = Results(args.out, {"machine": _machine(), "full": args.full, "seed": args.seed})
+    base, real_queries = scifact_embeddings(SCIFACT, CACHE)
+    queries = query_set(real_queries, 400, args.seed)
+    results.save("vectors", {"real_passages": len(base), "real_queries": len(real_queries)})
+    settings = _server_settings()
+    with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+        data_dir = Path(tmp) / "one"
+        figures: dict[str, Any] = {}
+        if sizes:
+            with serving(data_dir, args.out / "serve-sizes.log", settings) as (served, _):
+                client = connect(served.target, served.key)
+                for i, size in enumerate(sizes):
+                    print(f"one datastore of {size} chunks", flush=True)
+                    figures[str(size)] = single.measure(
+                        client,
+                        data_dir,
+                        served.pid,
+                        base,
+                        queries,
+                        size,
+                        args.seed + i,
+                        compare_memory=size == 100_000,
+                    )
+                    results.save("one_datastore", figures)
+                    png = args.out / "scale-one-datastore.png"
+                    plots.one_datastore(png, figures, _title(results))
+                client.close()
+        if levels:
+            many.run(
+                Path(tmp) / "many",
+                args.out,
+                settings,
+                levels,
+                (base, queries),
+                args.seed,
+                results.save,
+            )
+            plots.many_datastores(
+                args.out / "scale-many-datastores.png",
+                results.data.get("many_datastores", {}),
+                results.data.get("agents", {}),
+                _title(results),
+            )
+    results.save("wall_s", time.perf_counter() - started)
+    print(f"done in {results.data['wall_s']:.0f} s: {results.path}")
+    return 0
+
+
+def _title(results: Results) -> str:
+    m = results.data["machine"]
+    return f"benchmarks/scale.py, {m['date']}, {m['cpus']} CPUs, commit {m['commit']}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
