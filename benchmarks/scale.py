@@ -32,9 +32,10 @@ from typing import Any
 from benchmarks._harness import REPO, SCIFACT
 from benchmarks.scale_lib import many, plots, single
 from benchmarks.scale_lib.many import serving
-from benchmarks.scale_lib.vectors import query_set, scifact_embeddings
+from benchmarks.scale_lib.vectors import Matrix, query_set, scifact_embeddings
 from service.client import connect
 
+BIG = 100_000  # sizes above this run last, after the many-datastores section
 CACHE = Path.home() / ".cache" / "agentopia-scale" / "scifact-minilm.npz"
 
 
@@ -76,6 +77,44 @@ def _server_settings() -> dict[str, str]:
     }
 
 
+class _OneDatastore:
+    """The one-datastore section, in its own data directory (kept between calls)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        out: Path,
+        settings: dict[str, str],
+        vectors: tuple[Matrix, Matrix],
+        results: Results,
+    ) -> None:
+        self.data_dir, self.out, self.settings = data_dir, out, settings
+        self.vectors, self.results = vectors, results
+        self.figures: dict[str, Any] = {}
+
+    def run(self, sizes: list[int], seed: int) -> None:
+        if not sizes:
+            return
+        log = self.out / f"serve-sizes-{sizes[0]}.log"
+        with serving(self.data_dir, log, self.settings) as (served, _):
+            client = connect(served.target, served.key)
+            for i, size in enumerate(sizes):
+                print(f"one datastore of {size} chunks", flush=True)
+                self.figures[str(size)] = single.measure(
+                    client,
+                    self.data_dir,
+                    served.pid,
+                    *self.vectors,
+                    size,
+                    seed + i,
+                    compare_memory=size == BIG,
+                )
+                self.results.save("one_datastore", self.figures)
+                png = self.out / "scale-one-datastore.png"
+                plots.one_datastore(png, self.figures, _title(self.results))
+            client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,51 +124,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="*", help="override the datastore sizes")
     parser.add_argument("--levels", type=int, nargs="*", help="override the datastore counts")
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--cache", type=Path, default=CACHE, help="the SciFact embeddings file")
+    parser.add_argument("--tmp", type=Path, help="where the data directories go (default: TMPDIR)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args.out.mkdir(parents=True, exist_ok=True)
-    sizes = args.sizes if args.sizes is not None else [10_000, 100_000]
-    levels = args.levels if args.levels is not None else [10, 1_000]
-    if args.full:
-        sizes = args.sizes or [10_000, 100_000, 1_000_000]
-        levels = args.levels or [10, 1_000, 5_000]
+    sizes = [10_000, 100_000, 1_000_000] if args.full else [10_000, 100_000]
+    levels = [10, 1_000, 5_000] if args.full else [10, 1_000]
+    sizes = args.sizes if args.sizes is not None else sizes  # "--sizes" alone: none
+    levels = args.levels if args.levels is not None else levels
     started = time.perf_counter()
     results = Results(args.out, {"machine": _machine(), "full": args.full, "seed": args.seed})
-    base, real_queries = scifact_embeddings(SCIFACT, CACHE)
+    base, real_queries = scifact_embeddings(SCIFACT, args.cache)
     queries = query_set(real_queries, 400, args.seed)
     results.save("vectors", {"real_passages": len(base), "real_queries": len(real_queries)})
     settings = _server_settings()
-    with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
-        data_dir = Path(tmp) / "one"
-        figures: dict[str, Any] = {}
-        if sizes:
-            with serving(data_dir, args.out / "serve-sizes.log", settings) as (served, _):
-                client = connect(served.target, served.key)
-                for i, size in enumerate(sizes):
-                    print(f"one datastore of {size} chunks", flush=True)
-                    figures[str(size)] = single.measure(
-                        client,
-                        data_dir,
-                        served.pid,
-                        base,
-                        queries,
-                        size,
-                        args.seed + i,
-                        compare_memory=size == 100_000,
-                    )
-                    results.save("one_datastore", figures)
-                    png = args.out / "scale-one-datastore.png"
-                    plots.one_datastore(png, figures, _title(results))
-                client.close()
-        if levels:
+    vectors = (base, queries)
+    with tempfile.TemporaryDirectory(prefix="scale-", dir=args.tmp) as tmp:
+        one = _OneDatastore(Path(tmp) / "one", args.out, settings, vectors, results)
+        one.run([s for s in sizes if s <= BIG], args.seed)
+        if levels:  # before the biggest size: a run cut short still has these
             many.run(
-                Path(tmp) / "many",
-                args.out,
-                settings,
-                levels,
-                (base, queries),
-                args.seed,
-                results.save,
+                Path(tmp) / "many", args.out, settings, levels, vectors, args.seed, results.save
             )
             plots.many_datastores(
                 args.out / "scale-many-datastores.png",
@@ -137,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.data.get("agents", {}),
                 _title(results),
             )
+        one.run([s for s in sizes if s > BIG], args.seed + 100)
     results.save("wall_s", time.perf_counter() - started)
     print(f"done in {results.data['wall_s']:.0f} s: {results.path}")
     return 0

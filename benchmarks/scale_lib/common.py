@@ -175,9 +175,9 @@ def relation_sizes_mb(conn: psycopg.Connection, datastore_id: str) -> dict[str, 
     ).fetchone()
     assert row is not None
     return {
-        "partition_mb": row[0] / 2**20,
-        "hnsw_index_mb": row[1] / 2**20,
-        "database_mb": row[2] / 2**20,
+        "partition_mb": float(row[0]) / 2**20,
+        "hnsw_index_mb": float(row[1]) / 2**20,
+        "database_mb": float(row[2]) / 2**20,
     }
 
 
@@ -189,4 +189,8 @@ def catalog_figures(conn: psycopg.Connection) -> dict[str, float]:
         " WHERE n.nspname = 'pg_catalog' AND c.relkind = 'r'"
     ).fetchone()
     assert row is not None
-    return {"catalog_mb": row[0] / 2**20, "relations": row[1], "database_mb": row[2] / 2**20}
+    return {
+        "catalog_mb": float(row[0]) / 2**20,
+        "relations": int(row[1]),
+        "database_mb": float(row[2]) / 2**20,
+    }

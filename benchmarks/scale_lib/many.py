@@ -69,6 +69,8 @@ def _agent_figures(client: Client, ids: list[str], queries: Matrix) -> dict[str,
     out: dict[str, Any] = {}
     attached = 0
     for size in AGENT_SIZES:
+        if size > len(ids):
+            break
         for ds in ids[attached:size]:
             client.agents.AttachDatastore(
                 pb.AttachDatastoreRequest(agent_id=agent.id, datastore_id=ds)
