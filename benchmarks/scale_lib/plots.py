@@ -24,6 +24,7 @@ def one_datastore(path: Path, sizes: dict[str, dict[str, Any]], title: str) -> N
         lat.plot(x, [r[c]["p50_ms"] for r in rows], "o-", label=f"p50, concurrency {c[1:]}")
         lat.plot(x, [r[c]["p99_ms"] for r in rows], "o--", label=f"p99, concurrency {c[1:]}")
     lat.set_ylabel("query latency (ms)")
+    lat.set_yscale("log")
     for ef in rows[0]["ef_search_sweep"]:
         recall = [r["ef_search_sweep"][ef]["recall_at_10"] for r in rows]
         rec.plot(x, recall, "o-", label=f"ef_search {ef}")
@@ -62,6 +63,7 @@ def many_datastores(
     ms.plot(x, [r["query_newest"]["p50_ms"] for r in rows], "o-", label="Query p50 (one)")
     ms.plot(x, [r["planning_ms"] for r in rows], "o-", label="planning of the search")
     ms.set_ylabel("ms")
+    ms.set_yscale("log")
     up.plot(x, [r["startup_s"] for r in rows], "o-", label="start-up to SERVING")
     up.set_ylabel("seconds")
     cat.plot(x, [r["catalog_mb"] for r in rows], "o-", label="pg_catalog size")
