@@ -22,6 +22,7 @@ from service.storage import partitions
 DIMS = 384
 CHUNKS_PER_DOC = 8
 DOCS_PER_STREAM = 2000
+STREAMS = 4  # concurrent StreamIngest calls of a load, as a loading client would run
 K = 10
 
 
@@ -66,12 +67,23 @@ def stream_ingest(client: Client, datastore_id: str, docs: Iterator[pb.DocumentI
 
 
 def ingest_rate(client: Client, datastore_id: str, vectors: Matrix, first: int) -> float:
-    """Chunks per second of StreamIngest for ``vectors`` (chunks first .. first + n - 1)."""
+    """Chunks/s of STREAMS concurrent StreamIngest calls storing ``vectors`` (from ``first``)."""
+    step = -(-len(vectors) // (STREAMS * CHUNKS_PER_DOC)) * CHUNKS_PER_DOC
+    parts = [(first + i, vectors[i : i + step]) for i in range(0, len(vectors), step)]
     start = time.perf_counter()
-    stored = stream_ingest(client, datastore_id, documents(vectors, first))
+    stored = ingest_parts(client, datastore_id, parts)
     if stored != len(vectors):
         raise RuntimeError(f"stored {stored} chunks of {len(vectors)}")
     return stored / (time.perf_counter() - start)
+
+
+def ingest_parts(client: Client, datastore_id: str, parts: Sequence[tuple[int, Matrix]]) -> int:
+    """Each (first chunk, vectors) part over its own StreamIngest, all at once; chunks stored."""
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        counts = pool.map(
+            lambda part: stream_ingest(client, datastore_id, documents(part[1], part[0])), parts
+        )
+        return sum(counts)
 
 
 def chunk_number(hit: Any) -> int:

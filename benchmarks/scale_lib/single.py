@@ -40,15 +40,19 @@ def _build(url: str, datastore_id: str, resources: partitions.BuildResources) ->
 
 
 def _bulk_load(client: Client, url: str, ds: str, base: Matrix, size: int, seed: int) -> float:
-    """Chunks/s of StreamIngest into the partition with its HNSW index dropped."""
+    """Chunks/s of StreamIngest (STREAMS at once) into the partition, HNSW index dropped."""
     with psycopg.connect(url, autocommit=True) as conn:
         partitions.drop_index(conn, UUID(ds))
     start = time.perf_counter()
+    group: list[tuple[int, Matrix]] = []
     for first, rows in blocks(base, size, seed):
-        stored = common.stream_ingest(client, ds, common.documents(rows, first))
-        if stored != len(rows):
-            raise RuntimeError(f"stored {stored} of {len(rows)}")
-        print(f"\r  loaded {first + len(rows)}/{size}", end="", flush=True)
+        group.append((first, rows))
+        if len(group) == common.STREAMS or first + len(rows) == size:
+            stored = common.ingest_parts(client, ds, group)
+            if stored != sum(len(r) for _, r in group):
+                raise RuntimeError(f"stored {stored} chunks of a group of {len(group)} blocks")
+            group = []
+            print(f"\r  loaded {first + len(rows)}/{size}", end="", flush=True)
     print()
     return size / (time.perf_counter() - start)
 
