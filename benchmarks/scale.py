@@ -21,7 +21,9 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=CACHE, help="the SciFact embeddings file")
     parser.add_argument("--tmp", type=Path, help="where the data directories go (default: TMPDIR)")
     args = parser.parse_args(argv)
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C: every server started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = [10_000, 100_000, 1_000_000] if args.full else [10_000, 100_000]
