@@ -18,6 +18,7 @@ Writes OUT_DIR/results.json after every section (a partial run is usable) and PN
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -94,6 +95,10 @@ class _OneDatastore:
         self.vectors, self.results = vectors, results
         self.figures: dict[str, Any] = {}
 
+    def _save(self, size: int, row: dict[str, Any]) -> None:
+        self.figures[str(size)] = dict(row)
+        self.results.save("one_datastore", self.figures)
+
     def run(self, sizes: list[int], seed: int) -> None:
         if not sizes:
             return
@@ -106,12 +111,12 @@ class _OneDatastore:
                     client,
                     self.data_dir,
                     served.pid,
-                    *self.vectors,
+                    self.vectors,
                     size,
                     seed + i,
+                    functools.partial(self._save, size),
                     compare_memory=size == BIG,
                 )
-                self.results.save("one_datastore", self.figures)
                 png = self.out / "scale-one-datastore.png"
                 plots.one_datastore(png, self.figures, _title(self.results))
             client.close()

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 
 def one_datastore(path: Path, sizes: dict[str, dict[str, Any]], title: str) -> None:
     """Latency, recall, ingest rate and build time against the datastore's size."""
-    rows = sorted(sizes.values(), key=lambda r: int(r["chunks"]))
+    rows = sorted((r for r in sizes.values() if "c1" in r), key=lambda r: int(r["chunks"]))
     if not rows:
         return
     x = [int(r["total_chunks"]) for r in rows]
@@ -31,7 +31,13 @@ def one_datastore(path: Path, sizes: dict[str, dict[str, Any]], title: str) -> N
     rec.axhline(0.95, color="tab:red", linestyle=":", label="target 0.95")
     rec.set_ylabel("recall@10 vs exact")
     ing.plot(x, [r["ingest_no_index_chunks_per_s"] for r in rows], "o-", label="no index")
-    ing.plot(x, [r["ingest_incremental_chunks_per_s"] for r in rows], "o-", label="into HNSW")
+    top_up = [
+        (n, r["ingest_incremental_chunks_per_s"])
+        for n, r in zip(x, rows, strict=True)
+        if "ingest_incremental_chunks_per_s" in r
+    ]
+    if top_up:
+        ing.plot(*zip(*top_up, strict=True), "o-", label="into the HNSW index")
     ing.set_ylabel("StreamIngest chunks/s")
     bld.plot(x, [r["build_s"] for r in rows], "o-", label="HNSW build")
     with_64 = [(n, r["build_s_64mb"]) for n, r in zip(x, rows, strict=True) if "build_s_64mb" in r]

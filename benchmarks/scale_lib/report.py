@@ -23,12 +23,15 @@ def one_datastore(rows: dict[str, Any]) -> list[str]:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows.values(), key=lambda r: int(r["chunks"])):
+        if "c1" not in r:
+            out.append(f"| {r['chunks']:,} (cut short: {sorted(r)}) |")
+            continue
         sweep = r["ef_search_sweep"]
         recall = " / ".join(_f(sweep[k]["recall_at_10"], 3) for k in sorted(sweep, key=int))
         out.append(
             f"| {r['total_chunks']:,} | {_f(r['ingest_no_index_chunks_per_s'], 0)} "
             f"| {_f(r['build_s'])} ({r['build_memory_mb']} MB) | {_f(r.get('build_s_64mb'))} "
-            f"| {_f(r['ingest_incremental_chunks_per_s'], 0)} "
+            f"| {_f(r.get('ingest_incremental_chunks_per_s'), 0)} "
             f"| {_f(r['c1']['p50_ms'])} / {_f(r['c1']['p99_ms'])} "
             f"| {_f(r['c8']['p50_ms'])} / {_f(r['c8']['p99_ms'])} | {_f(r['c8']['qps'])} "
             f"| {recall} | {_f(r['partition_mb'], 0)} / {_f(r['hnsw_index_mb'], 0)} "

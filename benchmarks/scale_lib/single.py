@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -61,45 +62,59 @@ def measure(
     client: Client,
     data_dir: Path,
     service_pid: int,
-    base: Matrix,
-    queries: Matrix,
+    vectors: tuple[Matrix, Matrix],
     size: int,
     seed: int,
+    save: Callable[[dict[str, Any]], None],
     *,
     compare_memory: bool,
 ) -> dict[str, Any]:
-    """Every figure of one datastore of ``size`` chunks (+ the incremental top-up)."""
+    """Every figure of one datastore of ``size`` chunks, ``save``d after each step.
+
+    Order: load (index dropped), build, queries, sizes, then the incremental top-up,
+    so that a run cut short still has the query figures.
+    """
+    base, queries = vectors
     url = common.pg_url(data_dir)
     ds = common.create_datastore(client, f"scale-{size}")
-    row: dict[str, Any] = {"chunks": size}
+    row: dict[str, Any] = {"chunks": size, "total_chunks": size}
     row["ingest_no_index_chunks_per_s"] = _bulk_load(client, url, ds, base, size, seed)
-    memory = build_memory_mb(size)
-    settings = Settings()
-    if compare_memory:  # what a build got before the service set maintenance_work_mem
-        before = partitions.BuildResources(DEFAULT_MEMORY, 2, settings.index_build_timeout_s)
-        row["build_s_64mb"] = _build(url, ds, before)
-        print(f"  build with 64 MB: {row['build_s_64mb']:.1f} s", flush=True)
-    resources = partitions.BuildResources(
-        memory, settings.index_build_parallel_workers, settings.index_build_timeout_s
-    )
-    row["build_memory_mb"] = memory
-    row["build_parallel_workers"] = resources.parallel_workers
-    row["build_s"] = _build(url, ds, resources)
-    print(f"  build with {memory} MB: {row['build_s']:.1f} s", flush=True)
+    save(row)
+    row.update(_builds(url, ds, size, compare_memory=compare_memory))
+    save(row)
+    row.update(_queries(client, ds, base, queries, size, seed))
+    with psycopg.connect(url) as conn:
+        row.update(common.relation_sizes_mb(conn, ds))
+    row.update(common.postgres_memory_mb(data_dir))
+    row["service_rss_mb"] = common.service_rss_mb(service_pid)
+    save(row)
     top_up = min(max(size // 10, 1000), 10_000)
     row["ingest_incremental_chunks"] = top_up
     row["ingest_incremental_chunks_per_s"] = common.ingest_rate(
         client, ds, synthetic(base, size, top_up, seed), size
     )
-    total = size + top_up
-    row["total_chunks"] = total
     print(f"  incremental: {row['ingest_incremental_chunks_per_s']:.0f} chunks/s", flush=True)
-    row.update(_queries(client, ds, base, queries, total, seed))
-    with psycopg.connect(url) as conn:
-        row.update(common.relation_sizes_mb(conn, ds))
-    row.update(common.postgres_memory_mb(data_dir))
-    row["service_rss_mb"] = common.service_rss_mb(service_pid)
+    save(row)
     return row
+
+
+def _builds(url: str, ds: str, size: int, *, compare_memory: bool) -> dict[str, Any]:
+    """Build time with the memory the graph needs (and with PostgreSQL's default 64 MB)."""
+    settings = Settings()
+    out: dict[str, Any] = {}
+    if compare_memory:  # what a build got before the service set maintenance_work_mem
+        before = partitions.BuildResources(DEFAULT_MEMORY, 2, settings.index_build_timeout_s)
+        out["build_s_64mb"] = _build(url, ds, before)
+        print(f"  build with 64 MB: {out['build_s_64mb']:.1f} s", flush=True)
+    memory = build_memory_mb(size)
+    resources = partitions.BuildResources(
+        memory, settings.index_build_parallel_workers, settings.index_build_timeout_s
+    )
+    out["build_memory_mb"] = memory
+    out["build_parallel_workers"] = resources.parallel_workers
+    out["build_s"] = _build(url, ds, resources)
+    print(f"  build with {memory} MB: {out['build_s']:.1f} s", flush=True)
+    return out
 
 
 def _queries(
