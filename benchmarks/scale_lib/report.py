@@ -63,18 +63,47 @@ def many(levels: dict[str, Any], agents: dict[str, Any]) -> list[str]:
     return out
 
 
+def merged(paths: list[Path]) -> dict[str, Any]:
+    """The runs' results.json files as one (a run split in parts, e.g. the 1M size alone)."""
+    data: dict[str, Any] = {"runs": []}
+    for path in paths:
+        part = json.loads(path.read_text())
+        data["runs"].append({"file": str(path), **part["machine"], "wall_s": part.get("wall_s")})
+        for key in ("one_datastore", "many_datastores"):
+            data.setdefault(key, {}).update(part.get(key, {}))
+        data.setdefault("agents", {}).update(part.get("agents", {}))
+    return data
+
+
 def main(argv: list[str]) -> int:
-    data = json.loads(Path(argv[0]).read_text())
-    m = data["machine"]
-    print(
-        f"Run of {m['date']}, commit {m['commit']}, {m['cpus']} CPUs, load average at start "
-        f"{' / '.join(_f(x, 1) for x in m['load_avg_at_start'])}, "
-        f"wall {_f(data.get('wall_s'), 0)} s\n"
-    )
-    if data.get("one_datastore"):
+    """Tables of the given results.json files; with --plots DIR, their plots there too."""
+    plots_dir = None
+    if argv[:1] == ["--plots"]:
+        plots_dir, argv = Path(argv[1]), argv[2:]
+    data = merged([Path(a) for a in argv])
+    for m in data["runs"]:
+        print(
+            f"- {m['file']}: {m['date']}, commit {m['commit']}, {m['cpus']} CPUs, load average "
+            f"at start {' / '.join(_f(x, 1) for x in m['load_avg_at_start'])}, "
+            f"wall {_f(m['wall_s'], 0)} s"
+        )
+    print()
+    if data["one_datastore"]:
         print("\n".join(one_datastore(data["one_datastore"])) + "\n")
-    if data.get("many_datastores"):
-        print("\n".join(many(data["many_datastores"], data.get("agents", {}))))
+    if data["many_datastores"]:
+        print("\n".join(many(data["many_datastores"], data["agents"])))
+    if plots_dir is not None:
+        from benchmarks.scale_lib import plots
+
+        runs = dict.fromkeys(f"{m['date']} (commit {m['commit']})" for m in data["runs"])
+        title = "benchmarks/scale.py: " + ", ".join(runs)
+        plots.one_datastore(plots_dir / "scale-one-datastore.png", data["one_datastore"], title)
+        plots.many_datastores(
+            plots_dir / "scale-many-datastores.png",
+            data["many_datastores"],
+            data["agents"],
+            title,
+        )
     return 0
 
 
