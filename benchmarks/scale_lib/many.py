@@ -83,6 +83,37 @@ def _agent_figures(client: Client, ids: list[str], queries: Matrix) -> dict[str,
     return out
 
 
+def _grow(client: Client, base: Matrix, ids: list[str], level: int, seed: int) -> list[float]:
+    """Create datastores until there are ``level``; the last TIMED_CREATES create times."""
+    creates = []
+    while len(ids) < level:
+        ds, ms = _add(client, base, len(ids), seed)
+        ids.append(ds)
+        if len(ids) > max(level - TIMED_CREATES, 1):
+            creates.append(ms)
+        if len(ids) % 250 == 0:
+            print(f"\r  {len(ids)} datastores", end="", flush=True)
+    print(f"\n  {level} datastores: create p50 {statistics.median(creates):.1f} ms", flush=True)
+    return creates
+
+
+def _level_figures(
+    client: Client, data_dir: Path, served: Served, ids: list[str], queries: Matrix
+) -> dict[str, Any]:
+    """Query p50 on the newest and oldest datastore, planning, catalog and memory."""
+    row: dict[str, Any] = {}
+    for name, ds in (("newest", ids[-1]), ("oldest", ids[0])):
+        requests = [common.vector_query(pb.DatastoreIds(ids=[ds]), q) for q in queries[:100]]
+        row[f"query_{name}"], _ = common.timed_queries(client, requests, 1)
+    url = common.pg_url(data_dir)
+    row["planning_ms"] = planning_ms(url, ids[-1], queries[0])
+    with psycopg.connect(url) as conn:
+        row.update(common.catalog_figures(conn))
+    row.update(common.postgres_memory_mb(data_dir))
+    row["service_rss_mb"] = common.service_rss_mb(served.pid)
+    return row
+
+
 def run(
     data_dir: Path,
     log_dir: Path,
@@ -99,16 +130,8 @@ def run(
     for level in levels:
         with serving(data_dir, log_dir / f"serve-grow-{level}.log", settings) as (served, _):
             client = connect(served.target, served.key)
-            creates = []
-            while len(ids) < level:
-                ds, ms = _add(client, base, len(ids), seed)
-                ids.append(ds)
-                if len(ids) > max(level - TIMED_CREATES, 1):
-                    creates.append(ms)
-                if len(ids) % 250 == 0:
-                    print(f"\r  {len(ids)} datastores", end="", flush=True)
+            creates = _grow(client, base, ids, level, seed)
             client.close()
-        print(f"\n  {level} datastores: create p50 {statistics.median(creates):.1f} ms", flush=True)
         with serving(data_dir, log_dir / f"serve-{level}.log", settings) as (served, up):
             client = connect(served.target, served.key)
             row: dict[str, Any] = {
@@ -116,18 +139,8 @@ def run(
                 "create_p50_ms": statistics.median(creates),
                 "create_max_ms": max(creates),
                 "startup_s": up,
+                **_level_figures(client, data_dir, served, ids, queries),
             }
-            for name, ds in (("newest", ids[-1]), ("oldest", ids[0])):
-                requests = [
-                    common.vector_query(pb.DatastoreIds(ids=[ds]), q) for q in queries[:100]
-                ]
-                row[f"query_{name}"], _ = common.timed_queries(client, requests, 1)
-            url = common.pg_url(data_dir)
-            row["planning_ms"] = planning_ms(url, ids[-1], queries[0])
-            with psycopg.connect(url) as conn:
-                row.update(common.catalog_figures(conn))
-            row.update(common.postgres_memory_mb(data_dir))
-            row["service_rss_mb"] = common.service_rss_mb(served.pid)
             print(f"  {json.dumps(row)}", flush=True)
             figures[str(level)] = row
             save("many_datastores", figures)
