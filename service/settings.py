@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         le=86_400,
         description="Longest a database statement may run (PostgreSQL statement_timeout, set "
         "at connect). A call's own deadline, when shorter, cancels its statements sooner; "
-        "either way the call ends DEADLINE_EXCEEDED. Also bounds index (re)builds.",
+        "either way the call ends DEADLINE_EXCEEDED. HNSW builds: index_build_timeout_s.",
     )
     database_probe_interval_s: float = Field(
         default=0.5,
