@@ -95,8 +95,8 @@ def main(argv: list[str]) -> int:
     if plots_dir is not None:
         from benchmarks.scale_lib import plots
 
-        runs = dict.fromkeys(f"{m['date']} (commit {m['commit']})" for m in data["runs"])
-        title = "benchmarks/scale.py: " + ", ".join(runs)
+        commits = ", ".join(dict.fromkeys(m["commit"] for m in data["runs"]))
+        title = f"benchmarks/scale.py, {data['runs'][0]['date']}, commits {commits}"
         plots.one_datastore(plots_dir / "scale-one-datastore.png", data["one_datastore"], title)
         plots.many_datastores(
             plots_dir / "scale-many-datastores.png",
