@@ -47,12 +47,17 @@ migrate: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The database-free unit layer (merge, plan, fusion, filters, scores): seconds, no PostgreSQL.
+.PHONY: test-unit
+test-unit: install
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
 test-all: install
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check service ingest tests benchmarks scripts
-	$(VENV)/bin/ruff format --check service ingest tests benchmarks scripts
+	$(VENV)/bin/ruff check service ingest devtools tests benchmarks scripts
+	$(VENV)/bin/ruff format --check service ingest devtools tests benchmarks scripts
 	$(VENV)/bin/mypy
 	$(PY) scripts/gen_protos.py --check
 	$(PY) -m scripts.gen_settings_docs --check

@@ -1,29 +1,35 @@
-"""Shared benchmark plumbing: a real `serve` process, SciFact loading, latency statistics."""
+"""Shared benchmark plumbing: a real `serve` process, SciFact loading, latency statistics,
+a process's CPU time and memory."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from service.client import wait_until_serving
+from devtools.serve_process import REPO, ServeProcess, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+__all__ = [
+    "REPO",
+    "SCIFACT",
+    "Served",
+    "cpu_seconds",
+    "free_port",
+    "load_corpus",
+    "load_queries",
+    "percentile",
+    "read_jsonl",
+    "rss_bytes",
+    "serve_process",
+    "timed_ms",
+]
+
 SCIFACT = REPO.parent / "shared" / "data" / "scifact"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served(NamedTuple):
@@ -34,49 +40,29 @@ class Served(NamedTuple):
 
 @contextmanager
 def serve_process(data_dir: Path, log_file: Path, **settings: str) -> Iterator[Served]:
-    """Run `python -m service serve` on a free port (output to ``log_file``)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
-    env.update({f"RETRIEVAL_{k.upper()}": v for k, v in settings.items()})
-    env.setdefault("RETRIEVAL_HTTP_PORT", "0")  # never fight over the default 8080
-    log = log_file.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    target = f"127.0.0.1:{port}"
-    try:
-        wait_until_serving(target)
-        key = (data_dir / "api-key").read_text().strip()
-        yield Served(target, key, proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    """``python -m service serve`` on free ports (output to ``log_file``), as
+    (target, key, pid); ``http_port`` among ``settings`` fixes the HTTP port."""
+    http_port = settings.pop("http_port", None)
+    with ServeProcess(
+        data_dir,
+        log=log_file,
+        settings=settings,
+        http_port=None if http_port is None else int(http_port),
+    ) as served:
+        yield Served(served.target, served.key, served.pid)
 
 
-def load_corpus(folder: Path) -> list[dict[str, str]]:
-    with (folder / "corpus.jsonl").open(encoding="utf-8") as f:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def load_corpus(folder: Path) -> list[dict[str, str]]:
+    return read_jsonl(folder / "corpus.jsonl")
+
+
 def load_queries(folder: Path) -> list[str]:
-    with (folder / "queries.jsonl").open(encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f if line.strip()]
+    return [q["text"] for q in read_jsonl(folder / "queries.jsonl")]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -89,3 +75,20 @@ def timed_ms(fn: object, *args: object) -> float:
     start = time.perf_counter()
     fn(*args)  # type: ignore[operator]
     return (time.perf_counter() - start) * 1000
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of a process (with its reaped children, if asked), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int, *, peak: bool = False) -> int:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in bytes."""
+    field = "VmHWM:" if peak else "VmRSS:"
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith(field))
+    return int(line.split()[1]) * 1024

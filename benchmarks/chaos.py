@@ -37,12 +37,15 @@ import grpc
 import psycopg
 
 from benchmarks import chaos_lib as lib
+from benchmarks._harness import REPO, rss_bytes
+from devtools.serve_process import ServeProcess
 from service.client import Client, connect, pb
 from service.core.identity import KEY_PREFIX, hash_key
 from service.models import Role
 from service.storage import users
 
-CACHE = str(Path(__file__).resolve().parent.parent / ".venv" / "model-cache")
+CACHE = str(REPO / ".venv" / "model-cache")
+MB = 1024 * 1024
 ALL = ("idle", "flood", "overload", "rss", "restart", "embedded-kill", "external-restart")
 QUERIES = [f"chaos note {i} about resilience" for i in range(1000)]
 
@@ -68,7 +71,9 @@ def p50(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def idle_and_flood(served: lib.Serve, client: Client, ds: str, n: int, res: dict[str, Any]) -> None:
+def idle_and_flood(
+    served: ServeProcess, client: Client, ds: str, n: int, res: dict[str, Any]
+) -> None:
     latencies, _ = lib.timed_queries(client, ds, QUERIES[:n])
     res["idle_query_p50_ms"] = p50(latencies)
     idle = lib.IdleCalls(served.target, 200)
@@ -108,10 +113,10 @@ def overload(client: Client, ds: str, res: dict[str, Any]) -> None:
     res["overload_refusal_p50_ms"] = p50(refusals_ms)
 
 
-def rss_flood(served: lib.Serve, url: str, seconds: float, res: dict[str, Any]) -> None:
+def rss_flood(served: ServeProcess, url: str, seconds: float, res: dict[str, Any]) -> None:
     """16 clients (each its own user) send ~3.9 MiB IngestDocuments as fast as they can."""
     keys = [make_key(url) for _ in range(16)]
-    res["rss_before_flood_mb"] = round(served.peak_rss_mb(), 1)
+    res["rss_before_flood_mb"] = round(rss_bytes(served.pid, peak=True) / MB, 1)
     codes: Counter[str] = Counter()
     lock = threading.Lock()
     end = time.monotonic() + seconds
@@ -152,11 +157,11 @@ def rss_flood(served: lib.Serve, url: str, seconds: float, res: dict[str, Any]) 
         t.join()
     res["rss_flood_message_bytes"] = 60 * 65_000
     res["rss_flood_statuses"] = dict(codes)
-    res["peak_rss_mb"] = round(served.peak_rss_mb(), 1)
+    res["peak_rss_mb"] = round(rss_bytes(served.pid, peak=True) / MB, 1)
 
 
 def job_through(
-    served: lib.Serve, url: str, tmp: Path, n: int, tag: str, fault: Any
+    served: ServeProcess, url: str, tmp: Path, n: int, tag: str, fault: Any
 ) -> dict[str, Any]:
     """Run an ingest job of ``n`` documents, apply ``fault()`` once documents land, let the job
     finish (or fail), run it again, and count what the datastore holds."""
@@ -191,11 +196,13 @@ def embedded_url(data_dir: Path) -> str:
 
 def embedded_scenarios(args: argparse.Namespace, tmp: Path, res: dict[str, Any]) -> None:
     data_dir = tmp / "embedded"
-    served = lib.Serve(data_dir, args.out / "serve-embedded.log", onnx_cache_dir=CACHE,
-                       query_cache_size="0")  # fmt: skip
-    res["serve_start_s"] = round(served.start(), 1)
+    settings = {"onnx_cache_dir": CACHE, "query_cache_size": "0"}
+    served = ServeProcess(
+        data_dir, log=args.out / "serve-embedded.log", settings=settings, grace_s=120
+    )
     url = embedded_url(data_dir)
     try:
+        res["serve_start_s"] = round(served.start(), 1)
         client = connect(served.target, served.key)
         ds = text_datastore(client, 50)
         if {"idle", "flood"} & args.scenarios:
@@ -209,7 +216,7 @@ def embedded_scenarios(args: argparse.Namespace, tmp: Path, res: dict[str, Any])
 
             def restart() -> dict[str, Any]:
                 began = time.monotonic()
-                code = served.terminate()
+                code = served.stop()
                 stopped = time.monotonic() - began
                 return {
                     "exit": code,
@@ -222,11 +229,10 @@ def embedded_scenarios(args: argparse.Namespace, tmp: Path, res: dict[str, Any])
             res["embedded_kill"] = embedded_kill(served, url, tmp, args.docs)
             res["embedded_kill_recovery_s"] = res["embedded_kill"]["fault"]["recovery_s"]
     finally:
-        if served.proc is not None and served.proc.poll() is None:
-            served.terminate()
+        served.close()
 
 
-def embedded_kill(served: lib.Serve, url: str, tmp: Path, n: int) -> dict[str, Any]:
+def embedded_kill(served: ServeProcess, url: str, tmp: Path, n: int) -> dict[str, Any]:
     client = connect(served.target, served.key)
     ds = text_datastore(client, 5)
     prober = lib.Prober(client, ds)
@@ -245,7 +251,7 @@ def embedded_kill(served: lib.Serve, url: str, tmp: Path, n: int) -> dict[str, A
             "service_restarted_to_count": recovery is None,
         }
         if recovery is None:  # not back by itself: restart the service to finish the job
-            served.terminate()
+            served.stop()
             served.start()
         return out
 
@@ -260,8 +266,10 @@ def external_restart(args: argparse.Namespace, tmp: Path, res: dict[str, Any]) -
     pg = lib.ExternalPostgres(tmp / "external")
     pg.init()
     pg.start()
-    served = lib.Serve(tmp / "external-data", args.out / "serve-external.log",
-                       onnx_cache_dir=CACHE, database_url=pg.url)  # fmt: skip
+    settings = {"onnx_cache_dir": CACHE, "database_url": pg.url}
+    served = ServeProcess(
+        tmp / "external-data", log=args.out / "serve-external.log", settings=settings, grace_s=120
+    )
     try:
         served.start()
         client = connect(served.target, served.key)
@@ -295,8 +303,7 @@ def external_restart(args: argparse.Namespace, tmp: Path, res: dict[str, Any]) -
         res["db_restart_fail_fast_s"] = job["fault"]["fail_fast_p50_s"]
         res["db_restart_recovery_s"] = job["fault"]["recovery_s"]
     finally:
-        if served.proc is not None and served.proc.poll() is None:
-            served.terminate()
+        served.close()
         pg.destroy()
 
 

@@ -1,5 +1,6 @@
-"""Processes and probes for benchmarks/chaos.py: `serve` restarted at will, a separate
-PostgreSQL from the bundled wheel, idle calls, timed queries, document counts."""
+"""Processes and probes for benchmarks/chaos.py: a separate PostgreSQL from the bundled
+wheel, idle calls, timed queries, document counts. (`serve` itself is started by
+devtools.serve_process.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,75 +21,13 @@ import grpc
 import psycopg
 
 from benchmarks._harness import free_port
-from service.client import Client, connect, pb, wait_until_serving
+from service.client import Client, connect, pb
 
 PG_USER = "pgserver"  # initdb refuses root: the wheel runs its servers as this user too
 
 
 def code_name(error: grpc.RpcError) -> str:
     return error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
-
-
-class Serve:
-    """`python -m service serve` on a fixed port and data dir: started, stopped, killed."""
-
-    def __init__(self, data_dir: Path, log: Path, **settings: str) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self._log = log
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
-        self._env.pop("DATABASE_URL", None)
-        self._env.update({f"RETRIEVAL_{k.upper()}": v for k, v in settings.items()})
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Start and wait until SERVING; returns the seconds it took."""
-        began = time.monotonic()
-        with self._log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "service",
-                    "serve",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-            )
-        wait_until_serving(self.target, timeout=300)
-        return time.monotonic() - began
-
-    @property
-    def key(self) -> str:
-        return (self.data_dir / "api-key").read_text().strip()
-
-    def terminate(self, timeout: float = 120) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def peak_rss_mb(self) -> float:
-        """The server process's peak resident set (VmHWM), in MiB."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
 
 
 def _pg_bin() -> Path:

@@ -5,7 +5,7 @@ query in each mode with exact search, so the three figures differ only by mode.
 Corpus preparation, document-level scoring (a document scores its best chunk) and
 the measures (ir-measures / trec_eval) are those of ``benchmarks/quality.py``.
 
-    .venv/bin/python benchmarks/hybrid_eval.py DATASET_DIR [--reproduce] [--out FILE]
+    .venv/bin/python -m benchmarks.hybrid_eval DATASET_DIR [--reproduce] [--out FILE]
         [--top-k 100] [--hybrid-candidates 100] [--rrf-k 60]
 
 Without ``--reproduce`` the server chunks each document (title + " " + text) with
@@ -24,9 +24,6 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.quality_lib import beir, metrics, runner
 from benchmarks.quality_lib.config import RunConfig, reproduction

@@ -15,7 +15,7 @@ In one run on one machine:
 
 Usage::
 
-    .venv/bin/python benchmarks/ingest_throughput.py [--corpus PATH] --out OUT_DIR
+    .venv/bin/python -m benchmarks.ingest_throughput [--corpus PATH] --out OUT_DIR
 
 Writes OUT_DIR/results.json (raw_embed_docs_per_s, ingest_docs_per_s, ratio,
 rerun_speedup, summary, and the details) and OUT_DIR/summary.txt.
@@ -28,8 +28,6 @@ import gc
 import json
 import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,21 +36,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
-sys.path.insert(0, str(REPO))
+from benchmarks._harness import REPO, SCIFACT, cpu_seconds, read_jsonl, rss_bytes
+from devtools.serve_process import ServeProcess
+from service.client import Client, connect, pb
+from service.core.chunking import chunk_text
+from service.embedding.registry import bundled_model_path
+from service.settings import BUNDLED_MODEL, Settings
 
-from service.client import Client, connect, pb  # noqa: E402
-from service.core.chunking import chunk_text  # noqa: E402
-from service.embedding.registry import bundled_model_path  # noqa: E402
-from service.settings import BUNDLED_MODEL, Settings  # noqa: E402
-
+DEFAULT_CORPUS = SCIFACT / "corpus.jsonl"
 MB = 1024 * 1024
-
-
-def load_corpus(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def chunk_corpus(docs: list[dict[str, Any]], settings: Settings, tokenizer: Any) -> list[str]:
@@ -112,86 +104,32 @@ def raw_backend(chunks: list[str], settings: Settings) -> tuple[str, float, floa
     return backend, seconds, cpu
 
 
-def _cpu_seconds(pid: int, *, children: bool = False) -> float:
-    """User + system CPU of a process (with its reaped children, if asked), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if children:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def postgres_cpu_seconds(pgdata: Path) -> float:
     """CPU of the embedded PostgreSQL: the postmaster, its live and its exited backends."""
     postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
-    total = _cpu_seconds(postmaster, children=True)
+    total = cpu_seconds(postmaster, children=True)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             if int(stat[1]) == postmaster:
-                total += _cpu_seconds(int(entry.name))
+                total += cpu_seconds(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Server:
-    """The service in a subprocess on a fresh data directory."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.log = data_dir.parent / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "service", "serve", "--data-dir", str(self.data_dir)]
-        args += ["--port", str(self.port), "--http-port", "0"]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while b"serving on" not in self.log.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def cpu_seconds(self) -> float:
-        """CPU used so far by the service process and its database."""
-        assert self.proc is not None
-        return _cpu_seconds(self.proc.pid) + postgres_cpu_seconds(self.data_dir / "pgdata")
-
-    def rss(self) -> int:
-        """The server process's resident memory, in bytes (Linux /proc)."""
-        assert self.proc is not None
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        line = next(x for x in status.splitlines() if x.startswith("VmRSS:"))
-        return int(line.split()[1]) * 1024
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def server_cpu_seconds(server: ServeProcess) -> float:
+    """CPU used so far by the service process and its embedded database."""
+    return cpu_seconds(server.pid) + postgres_cpu_seconds(server.data_dir / "pgdata")
 
 
 class RssSampler:
     """Samples a process's RSS every ``interval_s`` on a thread; keeps the peak."""
 
-    def __init__(self, server: Server, interval_s: float = 0.1) -> None:
-        self._server = server
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        self._pid = pid
         self._interval_s = interval_s
         self._stop = threading.Event()
         self.samples: list[int] = []
@@ -207,7 +145,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(self._server.rss())
+            self.samples.append(rss_bytes(self._pid))
             self._stop.wait(self._interval_s)
 
     @property
@@ -216,7 +154,7 @@ class RssSampler:
 
 
 def run_cli(
-    server: Server, corpus: Path, out: Path, name: str
+    server: ServeProcess, corpus: Path, out: Path, name: str
 ) -> tuple[float, float, dict[str, Any]]:
     """Wall-clock and CPU seconds (CLI + server + database) of one ``python -m ingest`` run,
     and its summary."""
@@ -225,11 +163,11 @@ def run_cli(
     args += ["--create", "--target", server.target, "--key-file"]
     args += [str(server.data_dir / "api-key"), "--progress", "never", "--summary-json"]
     args += [str(summary), "--failed-file", str(out / f"{name}-failed.tsv")]
-    cpu_before = server.cpu_seconds() + _children_cpu()
+    cpu_before = server_cpu_seconds(server) + _children_cpu()
     start = time.perf_counter()
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
-    cpu = server.cpu_seconds() + _children_cpu() - cpu_before
+    cpu = server_cpu_seconds(server) + _children_cpu() - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"ingest exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     return seconds, cpu, json.loads(summary.read_text())
@@ -248,13 +186,13 @@ def small_documents(ds_id: str, n: int) -> Iterator[pb.StreamIngestRequest]:
         yield pb.StreamIngestRequest(datastore_id=ds_id, document=document)
 
 
-def memory_check(server: Server, client: Client, n: int) -> dict[str, Any]:
+def memory_check(server: ServeProcess, client: Client, n: int) -> dict[str, Any]:
     """Stream ``n`` small documents as fast as the client can; the server's RSS throughout."""
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="bench-memory"))
-    before = server.rss() / MB
+    before = rss_bytes(server.pid) / MB
     statuses: dict[int, int] = {}
     quarter_peaks: list[float] = []
-    with RssSampler(server) as sampler:
+    with RssSampler(server.pid) as sampler:
         start = time.perf_counter()
         for i, result in enumerate(client.ingest.StreamIngest(small_documents(ds.id, n)), 1):
             statuses[result.status] = statuses.get(result.status, 0) + 1
@@ -272,7 +210,7 @@ def memory_check(server: Server, client: Client, n: int) -> dict[str, Any]:
         "rss_before_mb": round(before, 1),
         "peak_rss_mb": round(sampler.peak_mb, 1),
         "peak_rss_mb_after_each_quarter": quarter_peaks,
-        "rss_after_mb": round(server.rss() / MB, 1),
+        "rss_after_mb": round(rss_bytes(server.pid) / MB, 1),
     }
 
 
@@ -296,7 +234,7 @@ def main() -> int:
     settings = Settings(data_dir=data_dir)  # what the server will read from the same env
     load_before = os.getloadavg()
 
-    docs = load_corpus(args.corpus)
+    docs = read_jsonl(args.corpus)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(bundled_model_path()), local_files_only=True)
@@ -310,11 +248,11 @@ def main() -> int:
     if backend is not None:
         print(f"raw {backend[0]} backend: {backend[1]:.1f} s", flush=True)
 
-    server = Server(data_dir)
-    server.start()
-    try:
-        client = connect(server.target, (data_dir / "api-key").read_text().strip())
-        with RssSampler(server) as ingest_rss:
+    # the server reads the same settings (a first start may export the ONNX model: 10 min)
+    log = out / "server.log"
+    with ServeProcess(data_dir, log=log, settings=settings, ready_timeout_s=600) as server:
+        client = connect(server.target, server.key)
+        with RssSampler(server.pid) as ingest_rss:
             first_s, first_cpu, first = run_cli(server, args.corpus, out, "run1")
         print(f"ingest run 1: {first_s:.1f} s {first}", flush=True)
         stored = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=first["datastore_id"]))
@@ -322,8 +260,6 @@ def main() -> int:
         print(f"ingest run 2: {second_s:.1f} s {second}", flush=True)
         memory = memory_check(server, client, args.memory_docs) if args.memory_docs else None
         client.close()
-    finally:
-        server.stop()
 
     ingest = len(docs) / first_s
     results: dict[str, Any] = {

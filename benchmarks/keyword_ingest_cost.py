@@ -9,7 +9,7 @@ key and HNSW index, nothing else). Vectors are random (384 dims), so embedding
 time is excluded: the ratio shown is the worst case; end to end, the model's time
 dilutes it. Rounds alternate a/b; medians are reported.
 
-    .venv/bin/python benchmarks/keyword_ingest_cost.py [DATASET_DIR] [--rounds 3]
+    .venv/bin/python -m benchmarks.keyword_ingest_cost [DATASET_DIR] [--rounds 3]
         [--window WORDS]
 
 ``--window`` splits each document into chunks of that many words (default: one
@@ -26,9 +26,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import psycopg

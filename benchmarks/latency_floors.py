@@ -30,7 +30,7 @@ from service.embedding.base import Embedder
 from service.embedding.registry import ModelRegistry
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import datastores as datastore_rows
-from service.storage import search
+from service.storage import vector_search
 
 
 def side_by_side(model: Embedder, queries: list[str], lanes: int) -> None:
@@ -160,11 +160,11 @@ def sql_floors(
         conn.execute(f"SET hnsw.ef_search = {datastore.config.hnsw.ef_search}")
 
         def bare(v: np.ndarray) -> None:
-            query, params = search.build_query(datastore, v, k, threshold)
+            query, params = vector_search.build_query(datastore, v, k, threshold)
             conn.execute(query, params).fetchall()
 
         def path(v: np.ndarray) -> None:  # as a pooled connection in the service
-            search.search_alone(pooled, datastore, v, k=k, threshold=threshold)
+            vector_search.search_alone(pooled, datastore, v, k=k, threshold=threshold)
 
         out = {}
         for name, run in (("sql_p50_ms", bare), ("sql_path_p50_ms", path)):

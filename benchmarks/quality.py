@@ -6,7 +6,7 @@ pass for the threshold advisor), and writes OUT/results.json, OUT/report.md and 
 plots. Metrics are document-level (a document scores its best chunk's score),
 computed by ir-measures (trec_eval).
 
-    .venv/bin/python benchmarks/quality.py DATASET_DIR --out OUT_DIR [--reproduce]
+    .venv/bin/python -m benchmarks.quality DATASET_DIR --out OUT_DIR [--reproduce]
         [--mode vector|hybrid|keyword] [--exact] [--target HOST:PORT --key KEY]
 
 ``--reproduce`` is MTEB's setting (one chunk per document = title + " " + text,
@@ -24,9 +24,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
 

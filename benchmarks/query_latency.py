@@ -12,7 +12,7 @@ core and one single-thread run per core side by side; a CPU-cost ceiling (cores 
 the floors' CPU time per query) shows what is left once PostgreSQL and gRPC take
 their share of the same cores.
 
-    .venv/bin/python benchmarks/query_latency.py --out OUT_DIR
+    .venv/bin/python -m benchmarks.query_latency --out OUT_DIR
 
 The server runs as a separate `serve` process (query-embedding cache off, so
 every request embeds); floors are measured in this process.
@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._harness import (
     SCIFACT,

@@ -9,7 +9,7 @@ cuts at its window as sentence-transformers does for LangChain). Both use the sa
 PostgreSQL server, the SciFact corpus (title + text per document) and its 300 queries,
 top-5 results.
 
-    .venv/bin/python benchmarks/vs_langchain.py --out OUT_DIR
+    .venv/bin/python -m benchmarks.vs_langchain --out OUT_DIR
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._harness import SCIFACT, load_corpus, load_queries, serve_process, timed_ms
 from service.client import Client, connect, pb

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from service import metrics
 from service.core.agents import Agents
 from service.core.datastores import Datastores
+from service.core.documents import Documents
 from service.core.identity import Identity
 from service.core.ingestion import Ingestion
 from service.core.jwt_auth import TokenVerifier
@@ -50,94 +52,102 @@ class App:
     datastores: Datastores
     agents: Agents
     ingestion: Ingestion
+    documents: Documents
     retrieval: Retrieval
     reembedding: Reembedding
-    _closed: bool = field(default=False, repr=False)
+    # What close() undoes, newest first (filled by open()).
+    _resources: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
 
     @classmethod
     def open(cls, settings: Settings, *, load_models: bool = True, run_jobs: bool = True) -> App:
         """Start the database (embedded unless DATABASE_URL), migrate, open the pool and models;
-        ``run_jobs``: resume the re-embedding jobs a restart interrupted."""
+        ``run_jobs``: resume the re-embedding jobs a restart interrupted.
+
+        Parts close in reverse order on ``close()``; if one fails to open (a model that
+        does not load), those already open are closed before the error propagates.
+        """
         # Models come from local folders only; never let a library reach for a hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        embedded = None if settings.database_url else EmbeddedPostgres(settings.pgdata)
-        url = database_url(settings, embedded)
-        migrate(url)
-        db = Database(
-            url,
-            min_size=settings.pool_min_size,
-            max_size=settings.pool_max_size,
-            timeout=settings.pool_timeout_s,
-            statement_timeout_s=settings.statement_timeout_s,
-            probe_interval_s=settings.database_probe_interval_s,
-        )
-        db.open()
-        if embedded is not None:
-            embedded.supervise()
-        models = ModelRegistry(
-            backend=settings.embedding_backend,
-            cache_dir=settings.model_dir,
-            batch_size=settings.embed_batch_size,
-            threads=settings.embedding_threads,
-            models=settings.models,
-        )
-        if load_models:
-            for name in settings.preload_models:
-                models.get(name)
-        embeddings = EmbeddingWorker(
-            models,
-            lanes=settings.embed_lanes or available_cores(),
-            batch_size=settings.embed_batch_size,
-            query_batch=settings.embed_query_batch,
-            max_wait_s=settings.embed_max_wait_ms / 1000,
-            query_cache_size=settings.query_cache_size,
-        )
-        embeddings.start()
-        metrics.watch(pool=db, embeddings=embeddings)
-        lookups = LookupCache(
-            db, ttl_s=settings.lookup_cache_ttl_s, negative_ttl_s=settings.negative_cache_ttl_s
-        )
-        listener = ChangeListener(url, lookups.invalidate)
-        listener.start()
-        reads = ReadPools(
-            db,
-            settings.read_database_urls,
-            max_lag_s=settings.max_replica_lag_s,
-            check_interval_s=settings.replica_check_interval_s,
-            pool_max_size=settings.pool_max_size,
-        )
-        reads.start()
-        reembedding = Reembedding(db, embeddings, settings, lookups.invalidate)
-        app = cls(
-            settings=settings,
-            embedded=embedded,
-            db=db,
-            models=models,
-            embeddings=embeddings,
-            lookups=lookups,
-            listener=listener,
-            reads=reads,
-            identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
-            datastores=Datastores(db, models, settings, lookups, reembedding),
-            agents=Agents(db, lookups),
-            ingestion=Ingestion(db, embeddings, settings, reads),
-            retrieval=Retrieval(db, embeddings, settings, lookups, reads),
-            reembedding=reembedding,
-        )
-        if run_jobs:
-            reembedding.resume_all()
+        with ExitStack() as opened:
+            embedded = None if settings.database_url else EmbeddedPostgres(settings.pgdata)
+            if embedded is not None:
+                opened.callback(embedded.stop)
+            url = database_url(settings, embedded)
+            migrate(url)
+            db = Database(
+                url,
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                timeout=settings.pool_timeout_s,
+                statement_timeout_s=settings.statement_timeout_s,
+                probe_interval_s=settings.database_probe_interval_s,
+            )
+            opened.callback(db.close)
+            db.open()
+            if embedded is not None:
+                embedded.supervise()
+            models = ModelRegistry(
+                backend=settings.embedding_backend,
+                cache_dir=settings.model_dir,
+                batch_size=settings.embed_batch_size,
+                threads=settings.embedding_threads,
+                models=settings.models,
+            )
+            if load_models:
+                for name in settings.preload_models:
+                    models.get(name)
+            lookups = LookupCache(
+                db, ttl_s=settings.lookup_cache_ttl_s, negative_ttl_s=settings.negative_cache_ttl_s
+            )
+            reads = ReadPools(
+                db,
+                settings.read_database_urls,
+                max_lag_s=settings.max_replica_lag_s,
+                check_interval_s=settings.replica_check_interval_s,
+                pool_max_size=settings.pool_max_size,
+            )
+            opened.callback(reads.close)
+            reads.start()
+            listener = ChangeListener(url, lookups.invalidate)
+            opened.callback(listener.stop)
+            listener.start()
+            embeddings = EmbeddingWorker(
+                models,
+                lanes=settings.embed_lanes or available_cores(),
+                batch_size=settings.embed_batch_size,
+                query_batch=settings.embed_query_batch,
+                max_wait_s=settings.embed_max_wait_ms / 1000,
+                query_cache_size=settings.query_cache_size,
+            )
+            opened.callback(embeddings.stop)
+            embeddings.start()
+            metrics.watch(pool=db, embeddings=embeddings)
+            opened.callback(metrics.unwatch, db, embeddings)
+            reembedding = Reembedding(db, embeddings, settings, lookups.invalidate)
+            opened.callback(reembedding.close)
+            app = cls(
+                settings=settings,
+                embedded=embedded,
+                db=db,
+                models=models,
+                embeddings=embeddings,
+                lookups=lookups,
+                listener=listener,
+                reads=reads,
+                identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
+                datastores=Datastores(db, models, settings, lookups, reembedding),
+                agents=Agents(db, lookups),
+                ingestion=Ingestion(db, embeddings, settings, reads),
+                documents=Documents(db, settings, reads),
+                retrieval=Retrieval(db, embeddings, settings, lookups, reads),
+                reembedding=reembedding,
+            )
+            if run_jobs:
+                reembedding.resume_all()
+            app._resources = opened.pop_all()
         return app
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.reembedding.close()
-        metrics.unwatch(self.db, self.embeddings)
-        self.embeddings.stop()
-        self.listener.stop()
-        self.reads.close()
-        self.db.close()
-        if self.embedded is not None:
-            self.embedded.stop()
+        """Close every part, in the reverse order of opening (a second call does nothing)."""
+        self._resources.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from service.core.identity import Identity, IssuedKey
+from service.errors import NotFound
 from service.models import Role
 
 LOCAL_EMAIL = "local@localhost"
@@ -31,7 +32,7 @@ def ensure_local_key(identity: Identity, key_file: Path) -> IssuedKey | None:
         return None
     try:
         user_id = identity.find_user(LOCAL_EMAIL)
-    except Exception:
+    except NotFound:
         user_id = identity.create_user(LOCAL_EMAIL)
     issued = identity.create_key(user_id, Role.USER, name="local quickstart key")
     write_key_file(key_file, issued.key)

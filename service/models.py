@@ -11,6 +11,9 @@ from uuid import UUID
 import numpy as np
 import numpy.typing as npt
 
+from service import config_fields
+from service.config_fields import config_field, config_group
+
 Vector = npt.NDArray[np.float32]
 JsonObject = dict[str, Any]
 T = TypeVar("T")
@@ -67,68 +70,50 @@ class Principal:
 
 @dataclass(frozen=True)
 class HnswParams:
-    m: int
-    ef_construction: int
-    ef_search: int
+    """The datastore's HNSW index (m, ef_construction) and search (ef_search) settings."""
+
+    m: int = config_field(16, minimum=2, maximum=100, setting="hnsw_m")
+    # At least 2 * m (pgvector's rule), checked by the core beside the maximum.
+    ef_construction: int = config_field(64, maximum=1000, setting="hnsw_ef_construction")
+    ef_search: int = config_field(100, minimum=1, maximum=1000, setting="hnsw_ef_search")
+    # pgvector's hnsw.max_scan_tuples for filtered (iterative) scans; 0: the server's rule.
+    iterative_scan_max_tuples: int = config_field(0, minimum=0, maximum=2**31 - 1)
 
 
 @dataclass(frozen=True)
 class DatastoreConfig:
-    """The datastore's retrieval settings, stored in ``datastores.config``."""
+    """The datastore's retrieval settings, stored in ``datastores.config``.
 
-    embedding_model: str
-    dimensions: int
-    chunk_size: int
-    chunk_overlap: int
-    search_mode: SearchMode
-    hnsw: HnswParams
-    low_confidence_fallback: bool = True
+    Each field is defined here once; its JSON key, update-mask path, default, limits
+    and protobuf conversion derive from this declaration (see service/config_fields.py).
+    """
+
+    # "" / 0: derived when a datastore is created (the server's model, its dimensions,
+    # its window); the core checks these four itself.
+    embedding_model: str = config_field("")
+    dimensions: int = config_field(0)
+    chunk_size: int = config_field(0)
+    chunk_overlap: int = config_field(0, optional=True)
+    search_mode: SearchMode = config_field(SearchMode.VECTOR)
+    hnsw: HnswParams = config_group(HnswParams)
+    low_confidence_fallback: bool = config_field(True, optional=True)
     # Keyword and hybrid search: the PostgreSQL text search configuration of the
     # chunks' tsvector, the Reciprocal Rank Fusion constant and the BM25 parameters.
-    text_search_config: str = DEFAULT_TEXT_SEARCH_CONFIG
-    rrf_k: int = DEFAULT_RRF_K
-    bm25_k1: float = DEFAULT_BM25_K1
-    bm25_b: float = DEFAULT_BM25_B
+    text_search_config: str = config_field(
+        DEFAULT_TEXT_SEARCH_CONFIG, setting="default_text_search_config"
+    )
+    rrf_k: int = config_field(DEFAULT_RRF_K, minimum=1, maximum=10_000)
+    bm25_k1: float = config_field(
+        DEFAULT_BM25_K1, minimum=0, maximum=10, json="bm25.k1", optional=True
+    )
+    bm25_b: float = config_field(DEFAULT_BM25_B, minimum=0, maximum=1, json="bm25.b", optional=True)
 
     def to_json(self) -> JsonObject:
-        return {
-            "embedding_model": self.embedding_model,
-            "dimensions": self.dimensions,
-            "chunk_size": self.chunk_size,
-            "chunk_overlap": self.chunk_overlap,
-            "search_mode": self.search_mode.value,
-            "hnsw": {
-                "m": self.hnsw.m,
-                "ef_construction": self.hnsw.ef_construction,
-                "ef_search": self.hnsw.ef_search,
-            },
-            "low_confidence_fallback": self.low_confidence_fallback,
-            "text_search_config": self.text_search_config,
-            "rrf_k": self.rrf_k,
-            "bm25": {"k1": self.bm25_k1, "b": self.bm25_b},
-        }
+        return config_fields.to_json(self)
 
     @classmethod
     def from_json(cls, data: JsonObject) -> DatastoreConfig:
-        hnsw = data.get("hnsw") or {}
-        bm25 = data.get("bm25") or {}
-        return cls(
-            embedding_model=str(data.get("embedding_model", "")),
-            dimensions=int(data.get("dimensions", 0)),
-            chunk_size=int(data.get("chunk_size", 0)),
-            chunk_overlap=int(data.get("chunk_overlap", 0)),
-            search_mode=SearchMode(data.get("search_mode", SearchMode.VECTOR.value)),
-            hnsw=HnswParams(
-                m=int(hnsw.get("m", 16)),
-                ef_construction=int(hnsw.get("ef_construction", 64)),
-                ef_search=int(hnsw.get("ef_search", 100)),
-            ),
-            low_confidence_fallback=bool(data.get("low_confidence_fallback", True)),
-            text_search_config=str(data.get("text_search_config", DEFAULT_TEXT_SEARCH_CONFIG)),
-            rrf_k=int(data.get("rrf_k", DEFAULT_RRF_K)),
-            bm25_k1=float(bm25.get("k1", DEFAULT_BM25_K1)),
-            bm25_b=float(bm25.get("b", DEFAULT_BM25_B)),
-        )
+        return config_fields.from_json(cls, data)
 
 
 @dataclass(frozen=True)

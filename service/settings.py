@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.config_fields import leaf
+from service.models import DatastoreConfig
+
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 BUNDLED_MODEL_NAMES = (BUNDLED_MODEL, "all-MiniLM-L6-v2")
 NO_MODEL_NAME = "none"  # bring-your-own vectors (service.models.NO_MODEL)
+
+
+def _field(path: str, what: Literal["default", "minimum", "maximum"]) -> Any:
+    """A datastore-config field's default or bound, from its one definition, for the
+    setting that gives new datastores their default."""
+    f = leaf(DatastoreConfig, path)
+    return f.default if what == "default" else getattr(f.spec, what)
 
 
 class Settings(BaseSettings):
@@ -173,12 +183,23 @@ class Settings(BaseSettings):
     )
     default_chunk_size: int = Field(default=200, ge=16, description="Chunk size in model tokens.")
     default_chunk_overlap: int = Field(default=40, ge=0, description="Chunk overlap in tokens.")
-    hnsw_m: int = Field(default=16, ge=2, le=100, description="HNSW m for new datastores.")
+    hnsw_m: int = Field(
+        default=_field("hnsw.m", "default"),
+        ge=_field("hnsw.m", "minimum"),
+        le=_field("hnsw.m", "maximum"),
+        description="HNSW m for new datastores.",
+    )
     hnsw_ef_construction: int = Field(
-        default=64, ge=4, le=1000, description="HNSW ef_construction for new datastores."
+        default=_field("hnsw.ef_construction", "default"),
+        ge=2 * _field("hnsw.m", "minimum"),  # and at least 2 * hnsw_m: _check_hnsw
+        le=_field("hnsw.ef_construction", "maximum"),
+        description="HNSW ef_construction for new datastores.",
     )
     hnsw_ef_search: int = Field(
-        default=100, ge=1, le=1000, description="HNSW ef_search for new datastores."
+        default=_field("hnsw.ef_search", "default"),
+        ge=_field("hnsw.ef_search", "minimum"),
+        le=_field("hnsw.ef_search", "maximum"),
+        description="HNSW ef_search for new datastores.",
     )
     index_build_memory_mb: int = Field(
         default=1024,
@@ -223,7 +244,7 @@ class Settings(BaseSettings):
         default=1024, ge=0, description="Query embeddings kept, over all models (LRU; 0 = off)."
     )
     default_text_search_config: str = Field(
-        default="english",
+        default=_field("text_search_config", "default"),
         description="Text search configuration (pg_ts_config) of new datastores' keyword index.",
     )
     hybrid_candidates: int = Field(

@@ -7,32 +7,24 @@ never see each other's datastores.
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
-import grpc
-import numpy as np
 import pytest
 
 from service.api.server import RetrievalServer, create_server
 from service.app import App
-from service.client import Client, connect, pb
+from service.client import Client, connect
 from service.models import Role
 from service.settings import Settings
 from service.storage.embedded import EmbeddedPostgres
-
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+from tests.helpers.paths import MODEL_CACHE
 
 # Every log line of the run is checked for keys, tokens and registered texts.
-pytest_plugins = ["tests.log_guard", "tests.http_fixtures"]
-
-REPO = Path(__file__).resolve().parent.parent
-SCIFACT = REPO.parent / "shared" / "data" / "scifact"
-# Exported ONNX models outlive a test session (the export takes a while); .venv is ours.
-MODEL_CACHE = REPO / ".venv" / "model-cache"
+pytest_plugins = ["tests.helpers.log_guard", "tests.helpers.http_fixtures"]
 
 
+# Re-exported for the modules that still import them from here (test_serve, test_ingest_cli,
+# fault_service); every other module imports tests.helpers directly.
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "pgdata")
@@ -91,67 +83,3 @@ def make_client(app: App, target: str) -> Iterator[Callable[..., Client]]:
 @pytest.fixture
 def client(make_client: Callable[..., Client]) -> Client:
     return make_client()
-
-
-def vector_datastore(
-    client: Client,
-    metric: int = pb.COSINE,
-    dimensions: int = 8,
-    *,
-    threshold: float = 0.0,
-    max_results: int = 10,
-    fallback: bool = True,
-) -> pb.Datastore:
-    """A bring-your-own-vectors datastore (embedding_model 'none')."""
-    return client.datastores.CreateDatastore(
-        pb.CreateDatastoreRequest(
-            name="vectors",
-            similarity_metric=metric,  # type: ignore[arg-type]
-            similarity_threshold=threshold,
-            max_results=max_results,
-            config=pb.DatastoreConfig(
-                embedding_model="none",
-                dimensions=dimensions,
-                low_confidence_fallback=fallback,
-            ),
-        )
-    )
-
-
-def ingest_vectors(
-    client: Client, datastore_id: str, vectors: np.ndarray, prefix: str = "v"
-) -> None:
-    """One single-chunk document per row, external_id ``{prefix}{row}``."""
-    docs = [
-        pb.DocumentInput(
-            external_id=f"{prefix}{i}",
-            chunks=[pb.ChunkInput(content=f"chunk {i}", vector=[float(x) for x in v])],
-        )
-        for i, v in enumerate(vectors)
-    ]
-    for start in range(0, len(docs), 500):
-        client.ingest.IngestDocuments(
-            pb.IngestDocumentsRequest(
-                datastore_id=datastore_id, documents=docs[start : start + 500]
-            )
-        )
-
-
-def query_vector(
-    client: Client, datastore_ids: list[str], vector: list[float], **kwargs: object
-) -> pb.QueryResponse:
-    return client.retrieval.Query(
-        pb.QueryRequest(
-            datastores=pb.DatastoreIds(ids=datastore_ids),
-            vector=pb.QueryVector(values=vector),
-            **kwargs,  # type: ignore[arg-type]
-        )
-    )
-
-
-def status_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
-    """Run an RPC expected to fail; return its status code and details."""
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    err = info.value
-    return err.code(), err.details()  # type: ignore[attr-defined]

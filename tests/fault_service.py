@@ -19,7 +19,8 @@ from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
 from service.settings import Settings
-from tests.conftest import MODEL_CACHE, vector_datastore
+from tests.helpers.paths import MODEL_CACHE
+from tests.helpers.rpc import vector_datastore
 
 DIMS = 8
 DOCS_PER_BATCH = 25
@@ -97,7 +98,7 @@ class IngestJob:
                 self.client.ingest.IngestDocuments(batch(self.ds_id, n), timeout=10)
                 self.outcomes.append(grpc.StatusCode.OK)
             except grpc.RpcError as e:
-                self.outcomes.append(e.code())  # type: ignore[attr-defined]
+                self.outcomes.append(e.code())
             time.sleep(0.02)
 
     def join(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from service.client import Client, pb
 from service.models import Role
-from tests.conftest import ingest_vectors, status_of, vector_datastore
+from tests.helpers.rpc import ingest_vectors, status_of, vector_datastore
 
 
 def make_agent(client: Client, name: str = "helper") -> pb.Agent:

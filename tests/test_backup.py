@@ -18,16 +18,15 @@ from service.client import Client, connect, pb
 from service.models import Role
 from service.settings import Settings
 from service.storage.embedded import client_bin_dir
-from tests.conftest import query_vector, vector_datastore
-from tests.reembed_support import query_text, run_cli, serving
-from tests.test_reembed import TOPICS
+from tests.helpers.reembed_support import TOPICS, query_text, run_cli, serving
+from tests.helpers.rpc import query_vector, struct, vector_datastore
 
 QUERIES = ["which database does vector search", "coffee", "planets and moons", "music"]
 
 
 def _results(client: Client, datastore_id: str) -> list[list[tuple[object, ...]]]:
     """What every query returns, without the chunk ids (an import assigns new ones)."""
-    out = []
+    out: list[list[tuple[object, ...]]] = []
     for text in QUERIES:
         hits = query_text(client, datastore_id, text).hits
         out.append(
@@ -70,7 +69,7 @@ def _filled(client: Client) -> pb.Datastore:
             datastore_id=ds.id,
             documents=[
                 pb.DocumentInput(
-                    external_id=f"doc-{i}", title=f"topic {i}", text=t, metadata={"n": i}
+                    external_id=f"doc-{i}", title=f"topic {i}", text=t, metadata=struct({"n": i})
                 )
                 for i, t in enumerate(TOPICS)
             ],

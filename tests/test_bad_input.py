@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from service.app import App
 from service.client import Client, pb
-from tests.fuzz_world import World, assert_serving, expect_no_internal, make_world, token_of
+from tests.helpers.fuzz_world import World, assert_serving, expect_no_internal, make_world, token_of
 
 
 @pytest.fixture(scope="module")
@@ -38,50 +38,53 @@ METHODS = sorted(
 )
 def test_raw_bytes(target: str, world: World, method: str, streaming: bool, raw: bytes) -> None:
     """Bytes that may not parse at all: INVALID_ARGUMENT, never grpc's INTERNAL."""
-    metadata = [("authorization", f"Bearer {world.key}")]
+    metadata = (("authorization", f"Bearer {world.key}"),)
     with grpc.insecure_channel(target) as channel:
         if streaming:
-            stream = channel.stream_stream(method)
+            stream: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
             expect_no_internal(lambda: list(stream(iter([raw]), metadata=metadata, timeout=30)))
         else:
-            unary = channel.unary_unary(method)
+            unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
             expect_no_internal(lambda: unary(raw, metadata=metadata, timeout=30))
 
 
 def test_undecodable_bytes_are_invalid_argument(target: str, world: World) -> None:
-    metadata = [("authorization", f"Bearer {world.key}")]
+    metadata = (("authorization", f"Bearer {world.key}"),)
     with grpc.insecure_channel(target) as channel:
-        get = channel.unary_unary("/agentopia.retrieval.v1.DatastoreService/GetDatastore")
-        stream = channel.stream_stream("/agentopia.retrieval.v1.IngestService/StreamIngest")
+        get: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/agentopia.retrieval.v1.DatastoreService/GetDatastore"
+        )
+        stream: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            "/agentopia.retrieval.v1.IngestService/StreamIngest"
+        )
         for call in (
             lambda: get(b"\x0a\x02\xff\xfe", metadata=metadata),  # id: invalid UTF-8
             lambda: list(stream(iter([b"\xff\xff\xff"]), metadata=metadata)),
         ):
             with pytest.raises(grpc.RpcError) as info:
                 call()
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-            assert "not a valid message" in info.value.details()  # type: ignore[attr-defined]
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid message" in str(info.value.details())
         # Without a credential the answer is still UNAUTHENTICATED: who first, then what.
         with pytest.raises(grpc.RpcError) as info:
             get(b"\xff\xff\xff")
-        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _list_datastores(token: str) -> Callable[[Client, World], object]:
+    return lambda c, w: c.datastores.ListDatastores(pb.ListDatastoresRequest(page_token=token))
+
+
+def _list_agents(token: str) -> Callable[[Client, World], object]:
+    return lambda c, w: c.agents.ListAgents(pb.ListAgentsRequest(page_token=token))
 
 
 def _bad_inputs() -> dict[str, tuple[Callable[[Client, World], object], str]]:
     """The malformed inputs the issue names, and their kin: (call, the field named)."""
     cases: dict[str, tuple[Callable[[Client, World], object], str]] = {}
     for label, key in (("strings", ["x", "y"]), ("bool-int", [True, 1]), ("objects", [{}, {}])):
-        token = token_of(key)
-        cases[f"ListDatastores token {label}"] = (
-            lambda c, w, t=token: c.datastores.ListDatastores(
-                pb.ListDatastoresRequest(page_token=t)
-            ),
-            "page_token",
-        )
-        cases[f"ListAgents token {label}"] = (
-            lambda c, w, t=token: c.agents.ListAgents(pb.ListAgentsRequest(page_token=t)),
-            "page_token",
-        )
+        cases[f"ListDatastores token {label}"] = (_list_datastores(token_of(key)), "page_token")
+        cases[f"ListAgents token {label}"] = (_list_agents(token_of(key)), "page_token")
     cases["ListDocuments token"] = (
         lambda c, w: c.ingest.ListDocuments(
             pb.ListDocumentsRequest(datastore_id=w.own["datastore"], page_token=token_of([{}]))
@@ -135,8 +138,8 @@ def test_named_bad_input_is_invalid_argument(world: World, case: str) -> None:
     call, field = BAD_INPUTS[case]
     with pytest.raises(grpc.RpcError) as info:
         call(world.client, world)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert field in info.value.details()  # type: ignore[attr-defined]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in str(info.value.details())
 
 
 def test_the_server_is_serving_afterwards(target: str, world: World) -> None:

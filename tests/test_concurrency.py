@@ -19,7 +19,7 @@ from service.app import App
 from service.client import Client, pb
 from service.errors import Aborted, FailedPrecondition
 from service.models import ChunkInput, DocumentInput, Role
-from tests.conftest import vector_datastore
+from tests.helpers.rpc import vector_datastore
 
 DIMS = 8
 
@@ -35,7 +35,7 @@ def run_together(*calls: Callable[[], object]) -> list[grpc.StatusCode]:
             call()
             codes[i] = grpc.StatusCode.OK
         except grpc.RpcError as e:
-            codes[i] = e.code()  # type: ignore[attr-defined]
+            codes[i] = e.code()
 
     threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
     for t in threads:

@@ -25,7 +25,7 @@ from service.client import Client, connect, pb
 from service.errors import Cancelled, DeadlineExceeded
 from service.models import Principal, QuerySpec, Role
 from service.storage.partitions import index_name, partition_name
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 DIMS = 1024
 ROWS = 30_000

@@ -23,7 +23,7 @@ from tests.fault_service import (
     running_service,
     wait_for,
 )
-from tests.pg_cluster import PgCluster
+from tests.helpers.pg_cluster import PgCluster
 
 BATCHES = 30
 
@@ -49,7 +49,7 @@ def outcome(call: Callable[[], object]) -> tuple[grpc.StatusCode, float]:
     try:
         call()
     except grpc.RpcError as e:
-        return e.code(), time.monotonic() - start  # type: ignore[attr-defined]
+        return e.code(), time.monotonic() - start
     return grpc.StatusCode.OK, time.monotonic() - start
 
 
@@ -58,7 +58,7 @@ def timed_failure(call: Callable[[], object]) -> tuple[grpc.StatusCode, float]:
     try:
         call()
     except grpc.RpcError as e:
-        return e.code(), time.monotonic() - start  # type: ignore[attr-defined]
+        return e.code(), time.monotonic() - start
     raise AssertionError("the call succeeded during the outage")
 
 

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from service.app import App
 from service.client import Client, pb
+from tests.helpers.rows import row_counts
+from tests.helpers.rpc import text_datastore
 
 LONG_TEXT = " ".join(f"Sentence number {i} talks about topic {i % 7}." for i in range(200))
-
-
-def text_datastore(client: Client, **config: int) -> pb.Datastore:
-    return client.datastores.CreateDatastore(
-        pb.CreateDatastoreRequest(
-            name="texts", similarity_threshold=0.0, config=pb.DatastoreConfig(**config)
-        )
-    )
 
 
 def ingest(client: Client, ds_id: str, *docs: pb.DocumentInput) -> list[pb.DocumentResult]:
@@ -144,10 +138,8 @@ def test_datastore_counts_and_delete_drops_everything(client: Client, app: App) 
     got = client.datastores.GetDatastore(pb.GetDatastoreRequest(id=ds.id))
     assert (got.document_count, got.chunk_count) == (1, 1)
     client.datastores.DeleteDatastore(pb.DeleteDatastoreRequest(id=ds.id))
+    assert row_counts(app, ds.id).documents == 0
     with app.db.connection() as conn:
-        assert conn.execute(
-            "SELECT count(*) FROM datastore_documents WHERE datastore_id = %s", (ds.id,)
-        ).fetchone() == (0,)
         assert conn.execute(
             "SELECT to_regclass(%s)", (f"public.datastore_chunks_{ds.id.replace('-', '')}",)
         ).fetchone() == (None,)

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from service.client import connect, pb
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
+from tests.helpers.rpc import struct
 
 EXAMPLE = REPO / "examples" / "supabase-edge-function"
 DENO = Path(sys.executable).parent / "deno"
@@ -75,7 +76,7 @@ def edge_function(**env: str) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)  # reaps it and closes its stdout pipe
 
 
 def ask(url: str, body: dict[str, Any], bearer: str | None = None) -> tuple[int, Any]:
@@ -106,7 +107,9 @@ def agent_with_two_datastores(target: str, key: str) -> str:
                 pb.IngestDocumentsRequest(
                     datastore_id=ds.id,
                     documents=[
-                        pb.DocumentInput(external_id=i, text=t, metadata={"source": f"{i}.md"})
+                        pb.DocumentInput(
+                            external_id=i, text=t, metadata=struct({"source": f"{i}.md"})
+                        )
                         for i, t in docs
                     ],
                 )

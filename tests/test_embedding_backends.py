@@ -9,7 +9,7 @@ import pytest
 
 from service.embedding.registry import ModelRegistry
 from service.settings import BUNDLED_MODEL
-from tests.conftest import MODEL_CACHE
+from tests.helpers.paths import MODEL_CACHE
 
 TEXTS = [
     "What is the role of p53 in cancer?",
@@ -22,11 +22,15 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def torch_vectors() -> np.ndarray:
-    return ModelRegistry(backend="torch").get(BUNDLED_MODEL).embed(TEXTS)
+    vectors: np.ndarray = ModelRegistry(backend="torch").get(BUNDLED_MODEL).embed(TEXTS)
+    return vectors
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    out: np.ndarray = np.sum(a * b, axis=1) / (
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    )
+    return out
 
 
 def test_onnx_matches_torch(torch_vectors: np.ndarray) -> None:

@@ -4,68 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
-from service.embedding.worker import EmbeddingWorker
 from service.errors import Unavailable
-
-
-class CountingModel:
-    """Embeds a text as [len(text), 1]; records every batch it ran."""
-
-    name = "counting"
-    dimensions = 2
-    max_tokens = 100
-
-    def __init__(self, delay_s: float = 0.0, fail_on: str | None = None) -> None:
-        self.batches: list[list[str]] = []
-        self.threads: list[str] = []  # the thread that ran each batch
-        self.single_thread: list[bool] = []
-        self.most_at_once = 0  # the most runs in progress together
-        self._running = 0
-        self._lock = threading.Lock()
-        self._delay_s = delay_s
-        self._fail_on = fail_on
-
-    def embed(
-        self, texts: Sequence[str], *, single_thread: bool = False
-    ) -> npt.NDArray[np.float32]:
-        with self._lock:
-            self.batches.append(list(texts))
-            self.threads.append(threading.current_thread().name)
-            self.single_thread.append(single_thread)
-            self._running += 1
-            self.most_at_once = max(self.most_at_once, self._running)
-        try:
-            time.sleep(self._delay_s)
-            if self._fail_on is not None and self._fail_on in texts:
-                raise RuntimeError("model failure")
-            return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
-        finally:
-            with self._lock:
-                self._running -= 1
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        return []
-
-
-class OneModel:
-    def __init__(self, model: CountingModel) -> None:
-        self.model = model
-
-    def get(self, name: str) -> CountingModel:
-        return self.model
-
-
-def make_worker(model: CountingModel, **kw: Any) -> EmbeddingWorker:
-    worker = EmbeddingWorker(OneModel(model), **kw)  # type: ignore[arg-type]
-    worker.start()
-    return worker
+from tests.helpers.counting_model import CountingModel, make_worker
 
 
 def test_large_jobs_come_back_in_input_order_from_slices() -> None:
@@ -92,7 +35,8 @@ def test_ingestion_slices_are_spread_over_the_lanes() -> None:
         worker.stop()
     assert out[:, 0].tolist() == [len(t) for t in texts]
     assert len(model.batches) == 10
-    assert set(model.threads) == {"embedding-lane-0", "embedding-lane-1"}
+    assert len(set(model.threads)) == 2  # two lanes, neither of them the caller
+    assert threading.current_thread().name not in model.threads
     assert model.most_at_once == 2
     assert all(model.single_thread)  # two lanes: each run on one core
 
@@ -130,15 +74,33 @@ def test_a_failing_slice_fails_its_job_and_the_lanes_go_on() -> None:
     assert out[:, 0].tolist() == [5.0]
 
 
-def test_a_query_on_an_idle_worker_runs_on_the_calling_thread() -> None:
+def test_a_query_alone_on_an_idle_worker_runs_on_the_calling_thread() -> None:
     model = CountingModel()
-    worker = make_worker(model)
+    worker = make_worker(model, lanes=2)
     try:
-        out = worker.embed("m", ["alone"], alone=True)
+        with worker.query():
+            out = worker.embed_query("m", "alone")
     finally:
         worker.stop()
-    assert out[:, 0].tolist() == [5.0]
+    assert out.tolist() == [5.0, 1.0]
     assert model.threads == [threading.current_thread().name]
+    assert model.single_thread == [False]  # the lone query gets every core
+
+
+def test_a_query_with_another_in_flight_goes_to_a_lane() -> None:
+    model = CountingModel()
+    worker = make_worker(model, lanes=2)
+    try:
+        with worker.query(), worker.query():
+            worker.embed_query("m", "first")
+        with worker.query():  # counted queries end with their block
+            worker.embed_query("m", "second")
+        worker.embed_query("m", "unmarked")  # not in a query() block: never alone
+    finally:
+        worker.stop()
+    caller = threading.current_thread().name
+    assert [t == caller for t in model.threads] == [False, True, False]
+    assert model.single_thread == [True, False, True]
 
 
 def test_concurrent_queries_share_a_batch() -> None:
@@ -147,14 +109,18 @@ def test_concurrent_queries_share_a_batch() -> None:
     results: dict[int, float] = {}
 
     def query(i: int) -> None:
-        results[i] = float(worker.embed("m", ["q" * i], alone=i == 1)[0, 0])
+        with worker.query():
+            results[i] = float(worker.embed_query("m", "q" * i)[0])
 
+    callers = {f"query-{i}" for i in range(1, 9)}
     try:
         # the first query (alone so far) holds the model for 50 ms; the others queue up
-        first = threading.Thread(target=query, args=(1,))
+        first = threading.Thread(target=query, args=(1,), name="query-1")
         first.start()
         time.sleep(0.01)
-        threads = [threading.Thread(target=query, args=(i,)) for i in range(2, 9)]
+        threads = [
+            threading.Thread(target=query, args=(i,), name=f"query-{i}") for i in range(2, 9)
+        ]
         for t in threads:
             t.start()
         for t in [first, *threads]:
@@ -163,7 +129,8 @@ def test_concurrent_queries_share_a_batch() -> None:
         worker.stop()
     assert results == {i: float(i) for i in range(1, 9)}
     assert len(model.batches) < 8  # fewer model calls than queries
-    assert "embedding-lane-0" in model.threads  # the queued ones went through the lane
+    assert model.threads[0] == "query-1"  # the lone first query ran on its own thread
+    assert not callers & set(model.threads[1:])  # the queued ones went through the lane
     assert not any(model.single_thread)  # a single lane runs on every core
 
 

@@ -6,15 +6,20 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import grpc
 import pytest
 
+from service.api.errors import status_for
 from service.app import App
+from service.bootstrap import LOCAL_EMAIL, ensure_local_key
 from service.client import Client, connect, pb
-from service.errors import ResourceExhausted
+from service.errors import AlreadyExists, NotFound, ResourceExhausted
 from service.models import Role
-from tests.conftest import query_vector, status_of, vector_datastore
+from tests.helpers.rows import row_counts
+from tests.helpers.rpc import query_vector, status_of, vector_datastore
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -29,15 +34,6 @@ def ingest_call(client: Client, ds_id: str, *docs: pb.DocumentInput) -> Callable
     return lambda: client.ingest.IngestDocuments(
         pb.IngestDocumentsRequest(datastore_id=ds_id, documents=list(docs))
     )
-
-
-def document_count(app: App, ds_id: str) -> int:
-    with app.db.connection() as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM datastore_documents WHERE datastore_id = %s", (ds_id,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @pytest.mark.parametrize(
@@ -128,7 +124,7 @@ def test_bad_vectors_are_rejected_on_ingest_and_query(
     code, msg = status_of(lambda: query_vector(client, [ds.id], vector))
     assert code == INVALID
     assert fragment in msg
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
 
 def test_one_bad_document_fails_the_batch_and_writes_nothing(client: Client, app: App) -> None:
@@ -140,7 +136,7 @@ def test_one_bad_document_fails_the_batch_and_writes_nothing(client: Client, app
     )
     assert code == INVALID
     assert "documents[1]" in msg
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
 
 def with_nan_metadata(doc: pb.DocumentInput) -> pb.DocumentInput:
@@ -182,7 +178,7 @@ def test_bad_documents_are_rejected(
     code, msg = status_of(ingest_call(client, ds.id, doc))
     assert code == INVALID
     assert fragment in msg
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
 
 def test_external_id_of_exactly_1024_bytes_is_stored(client: Client, app: App) -> None:
@@ -194,7 +190,7 @@ def test_external_id_of_exactly_1024_bytes_is_stored(client: Client, app: App) -
         )
     )
     assert [(r.external_id, r.status) for r in reply.results] == [(external_id, pb.CREATED)]
-    assert document_count(app, ds.id) == 1
+    assert row_counts(app, ds.id).documents == 1
 
 
 def test_repeated_external_ids_and_empty_batches(client: Client) -> None:
@@ -243,8 +239,9 @@ def test_empty_query_text_and_missing_target(client: Client) -> None:
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="t"))
     for text in ("", "   \n"):
         code, msg = status_of(
-            lambda text=text: client.retrieval.Query(
-                pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text=text)
+            partial(
+                client.retrieval.Query,
+                pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text=text),
             )
         )
         assert code == INVALID
@@ -293,9 +290,7 @@ def test_credentials_are_required(target: str) -> None:
         anonymous = connect(target, key)
         try:
             code, msg = status_of(
-                lambda anonymous=anonymous: anonymous.datastores.ListDatastores(
-                    pb.ListDatastoresRequest()
-                )
+                partial(anonymous.datastores.ListDatastores, pb.ListDatastoresRequest())
             )
         finally:
             anonymous.close()
@@ -316,6 +311,25 @@ def test_revoked_key_stops_working(app: App, target: str) -> None:
         c.close()
 
 
+def test_a_second_user_with_the_same_email_already_exists(app: App) -> None:
+    email = f"{uuid.uuid4().hex}@test"
+    first = app.identity.create_user(email)
+    with pytest.raises(AlreadyExists, match="already exists") as raised:
+        app.identity.create_user(email)
+    assert status_for(raised.value)[0] == grpc.StatusCode.ALREADY_EXISTS
+    assert app.identity.find_user(email) == first
+
+
+def test_the_local_key_goes_to_the_existing_local_user(app: App, tmp_path: Path) -> None:
+    try:
+        local = app.identity.find_user(LOCAL_EMAIL)
+    except NotFound:
+        local = app.identity.create_user(LOCAL_EMAIL)
+    issued = ensure_local_key(app.identity, tmp_path / "key")
+    assert issued is not None and issued.user_id == local
+    assert ensure_local_key(app.identity, tmp_path / "key") is None  # the file exists
+
+
 def test_a_datastore_whose_model_is_no_longer_offered_is_failed_precondition(
     client: Client, app: App
 ) -> None:
@@ -330,7 +344,7 @@ def test_a_datastore_whose_model_is_no_longer_offered_is_failed_precondition(
         )
     code, msg = status_of(ingest_call(client, ds.id, pb.DocumentInput(external_id="e", text="x")))
     assert (code, gone in msg) == (grpc.StatusCode.FAILED_PRECONDITION, True)
-    assert document_count(app, ds.id) == 0
+    assert row_counts(app, ds.id).documents == 0
 
     def query_code() -> grpc.StatusCode:
         try:
@@ -338,8 +352,8 @@ def test_a_datastore_whose_model_is_no_longer_offered_is_failed_precondition(
                 pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text="anything")
             )
         except grpc.RpcError as e:
-            assert "not available on this server" in e.details()  # type: ignore[attr-defined]
-            return e.code()  # type: ignore[attr-defined,no-any-return]
+            assert "not available on this server" in str(e.details())
+            return e.code()
         return grpc.StatusCode.OK
 
     deadline = time.monotonic() + 5  # the settings cache hears of the change by NOTIFY

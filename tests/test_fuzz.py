@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import field_mask_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.app import App
 from service.client import pb
-from tests.fuzz_world import (
+from tests.helpers.fuzz_world import (
     World,
     assert_serving,
     expect_no_internal,
@@ -26,6 +26,7 @@ from tests.fuzz_world import (
     resolve,
     token_of,
 )
+from tests.helpers.rpc import struct
 
 EXAMPLES = settings(
     max_examples=50,
@@ -77,12 +78,6 @@ json_values = st.recursive(
     max_leaves=8,
 )
 json_objects = st.dictionaries(strings, json_values, max_size=4)
-
-
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(value)
-    return s
 
 
 structs = json_objects.map(struct)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -17,21 +18,26 @@ from service.api.http.endpoints import SERVICES, method_info
 from service.api.http.server import HttpServer
 
 
-def context(timeout_ms: int | None = None, **headers: str) -> HttpServicerContext:
+def request_context(timeout_ms: int | None = None, **headers: str) -> RequestContext[Any, Any]:
+    """connectrpc's context of one Query call over HTTP."""
     query = method_info(SERVICES[-1].methods_by_name["Query"])
-    request = RequestContext(
+    return RequestContext(
         method=query,
         http_method="POST",
         request_headers=Headers(headers),
         timeout_ms=timeout_ms,
         client_address="127.0.0.1:5555",
     )
-    return HttpServicerContext(request)
+
+
+def context(timeout_ms: int | None = None, **headers: str) -> HttpServicerContext:
+    return HttpServicerContext(request_context(timeout_ms, **headers))
 
 
 def test_headers_are_invocation_metadata_with_bin_headers_decoded() -> None:
     ctx = context(
-        **{"authorization": "Bearer agr_x", "trace-bin": base64.b64encode(b"\x00\x01").decode()}
+        None,
+        **{"authorization": "Bearer agr_x", "trace-bin": base64.b64encode(b"\x00\x01").decode()},
     )
     assert dict(ctx.invocation_metadata()) == {
         "authorization": "Bearer agr_x",
@@ -72,10 +78,10 @@ def test_callbacks_run_once_when_the_call_ends() -> None:
 
 
 def test_metadata_goes_to_response_headers_and_trailers() -> None:
-    ctx = context()
+    request = request_context()
+    ctx = HttpServicerContext(request)
     ctx.send_initial_metadata((("x-request-id", "r1"),))
     ctx.set_trailing_metadata((("x-cost-bin", b"\x01"),))
-    request = ctx._request
     assert request.response_headers.get("x-request-id") == "r1"
     assert request.response_trailers.get("x-cost-bin") == base64.b64encode(b"\x01").decode()
 

@@ -10,6 +10,7 @@ from connectrpc.errors import ConnectError
 
 from service.api.http.client import HttpClient
 from service.client import connect, pb
+from tests.helpers.rpc import struct
 
 WIRES = [("connect", False), ("connect", True), ("grpc-web", True), ("grpc-web", False)]
 
@@ -34,7 +35,8 @@ def test_the_same_query_returns_identical_hits_over_every_protocol(
             pb.IngestDocumentsRequest(
                 datastore_id=ds.id,
                 documents=[
-                    pb.DocumentInput(external_id=i, text=t, metadata={"topic": i}) for i, t in DOCS
+                    pb.DocumentInput(external_id=i, text=t, metadata=struct({"topic": i}))
+                    for i, t in DOCS
                 ],
             )
         )

@@ -7,14 +7,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import field_mask_pb2
 
 from service.app import App
 from service.client import Client, connect, pb
-from service.core.fusion import reciprocal_rank_fusion
-from service.models import Hit, Role
-from service.storage.search import Candidate
-from tests.conftest import status_of, vector_datastore
+from service.models import Role
+from tests.helpers.rpc import status_of, struct, vector_datastore
 
 DOCS = {
     "gasket": "Replacement part ZX-4417 is the gasket for the pump housing.",
@@ -28,37 +26,6 @@ DOCS = {
     "go": "In the game of go, capturing stones requires removing their liberties.",
     "violin": "A violin's sound depends on the wood and the varnish of its body.",
 }
-
-
-def hit(chunk: int, score: float, keyword_score: float | None = None) -> Candidate:
-    h = Hit(
-        datastore_id=uuid.UUID(int=0),
-        document_id=uuid.UUID(int=chunk),
-        external_id=str(chunk),
-        chunk_id=chunk,
-        chunk_index=0,
-        title="",
-        content="",
-        metadata={},
-        score=score,
-        distance=1 - score,
-        vector_score=score,
-        keyword_score=keyword_score,
-    )
-    return Candidate(h, passes=score >= 0.5)
-
-
-def test_rrf_fuses_by_rank() -> None:
-    vector = [hit(1, 0.9), hit(2, 0.8), hit(3, 0.4)]
-    keyword = [hit(3, 0.4, keyword_score=7.0), hit(4, 0.1, keyword_score=5.0)]
-    fused = reciprocal_rank_fusion(vector, keyword, 60)
-    expected = {1: 1 / 61, 2: 1 / 62, 3: 1 / 63 + 1 / 61, 4: 1 / 62}
-    assert [c.hit.chunk_id for c in fused] == [3, 1, 2, 4]  # 2 and 4 tie: chunk id breaks it
-    assert {c.hit.chunk_id: c.hit.score for c in fused} == pytest.approx(expected)
-    by_id = {c.hit.chunk_id: c for c in fused}
-    assert by_id[3].hit.keyword_score == 7.0 and by_id[3].hit.vector_score == 0.4
-    assert by_id[1].hit.keyword_score is None
-    assert [by_id[i].passes for i in (1, 2, 3, 4)] == [True, True, False, False]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +48,7 @@ def texts(app: App, target: str) -> Iterator[tuple[Client, str]]:
                 pb.DocumentInput(
                     external_id=k,
                     text=v,
-                    metadata=struct_of({"topic": "machines" if i < 3 else "other"}),
+                    metadata=struct({"topic": "machines" if i < 3 else "other"}),
                 )
                 for i, (k, v) in enumerate(DOCS.items())
             ],
@@ -89,12 +56,6 @@ def texts(app: App, target: str) -> Iterator[tuple[Client, str]]:
     )
     yield client, ds.id
     client.close()
-
-
-def struct_of(value: dict[str, object]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(value)
-    return s
 
 
 def ask(client: Client, ds_id: str, text: str, mode: int = 0, **kw: object) -> pb.QueryResponse:
@@ -163,7 +124,7 @@ def test_the_threshold_applies_to_the_vector_score(texts: tuple[Client, str]) ->
 
 def test_hybrid_with_a_filter(texts: tuple[Client, str]) -> None:
     client, ds_id = texts
-    got = ask(client, ds_id, "water", pb.HYBRID, filter=struct_of({"topic": "machines"}))
+    got = ask(client, ds_id, "water", pb.HYBRID, filter=struct({"topic": "machines"}))
     assert {h.external_id for h in got.hits} == {"gasket", "pump", "seal"}
 
 

@@ -14,7 +14,7 @@ from service.core.datastore_config import index_build_resources
 from service.models import HnswParams, Metric
 from service.settings import Settings
 from service.storage import partitions
-from tests.conftest import ingest_vectors, query_vector, vector_datastore
+from tests.helpers.rpc import ingest_vectors, query_vector, vector_datastore
 
 SETTINGS = ("maintenance_work_mem", "max_parallel_maintenance_workers", "statement_timeout")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.serve_process import ServeProcess
 from ingest.cli import main
 from ingest.credentials import MissingKey, resolve_api_key
 from ingest.records import Record, Unreadable
@@ -26,7 +26,8 @@ from service.client import Client, connect, pb
 from service.core.chunking import chunk_text
 from service.models import Role
 from service.settings import Settings
-from tests.conftest import REPO, SCIFACT
+from tests.helpers.ingest_cli import assert_consistent, datastore_counts, run_cli
+from tests.helpers.paths import SCIFACT
 
 # ------------------------------------------------------------------ fixtures and helpers
 
@@ -89,45 +90,6 @@ def cli_user(app: App, target: str) -> Iterator[tuple[str, Client]]:
     client = connect(target, key)
     yield key, client
     client.close()
-
-
-def run_cli(target: str, key: str, *args: str | Path) -> tuple[int, dict[str, object]]:
-    summary = Path(os.environ.get("TMPDIR", "/tmp")) / f"summary-{uuid.uuid4().hex}.json"
-    code = main(
-        [str(a) for a in args]
-        + ["--target", target, "--api-key", key, "--progress", "never", "--summary-json"]
-        + [str(summary)]
-    )
-    data = json.loads(summary.read_text())
-    summary.unlink()
-    return code, data
-
-
-def datastore_counts(app: App, ds_id: str) -> dict[str, int]:
-    with app.db.connection() as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM datastore_documents WHERE datastore_id = %(d)s),"
-            " (SELECT count(*) FROM datastore_chunks WHERE datastore_id = %(d)s),"
-            " (SELECT coalesce(sum(chunk_count), 0) FROM datastore_documents"
-            "  WHERE datastore_id = %(d)s),"
-            " (SELECT count(*) FROM (SELECT external_id FROM datastore_documents"
-            "  WHERE datastore_id = %(d)s GROUP BY external_id HAVING count(*) > 1) x),"
-            " (SELECT count(*) FROM datastore_chunks c WHERE c.datastore_id = %(d)s AND NOT"
-            "  EXISTS (SELECT 1 FROM datastore_documents d WHERE d.id = c.document_id)),"
-            " (SELECT count(*) FROM datastore_documents d WHERE d.datastore_id = %(d)s AND"
-            "  d.chunk_count <> (SELECT count(*) FROM datastore_chunks c"
-            "  WHERE c.datastore_id = %(d)s AND c.document_id = d.id))",
-            {"d": ds_id},
-        ).fetchone()
-    assert row is not None
-    names = ("documents", "chunks", "declared_chunks", "duplicates", "orphans", "partial")
-    return dict(zip(names, (int(v) for v in row), strict=True))
-
-
-def assert_consistent(counts: dict[str, int]) -> None:
-    """No duplicate ids, no chunk without its document, no document missing chunks."""
-    assert counts["duplicates"] == counts["orphans"] == counts["partial"] == 0, counts
-    assert counts["chunks"] == counts["declared_chunks"], counts
 
 
 def expected_chunks(app: App, datastore: pb.Datastore, texts: list[str]) -> int:
@@ -401,76 +363,12 @@ def test_killed_cli_rerun_completes_exactly(
 # ------------------------------------------------------------------ killing the server
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The tests' settings that differ from the defaults, as RETRIEVAL_* variables."""
-    env = {}
-    dumped = settings.model_dump(mode="json")
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if name in ("data_dir", "host", "port") or value is None:
-            continue
-        if value != field.get_default(call_default_factory=True):
-            raw = dumped[name]
-            env[f"RETRIEVAL_{name.upper()}"] = raw if isinstance(raw, str) else json.dumps(raw)
-    return env
-
-
-class ServerProcess:
-    """``python -m service serve`` on the tests' database, killed and restarted at will."""
-
-    def __init__(self, settings: Settings, data_dir: Path, port: int) -> None:
-        self.port = port
-        self.target = f"127.0.0.1:{port}"
-        self._args = [sys.executable, "-m", "service", "serve", "--data-dir", str(data_dir)]
-        self._args += ["--port", str(port), "--http-port", "0"]
-        self._env = {**os.environ, **settings_env(settings)}
-        self._log = data_dir / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        offset = self._log.stat().st_size if self._log.exists() else 0
-        with self._log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self._args, env=self._env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 180
-        while b"serving on" not in self._log.read_bytes()[offset:]:
-            assert self.proc.poll() is None, self._log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def server_process(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
+def server_process(settings: Settings, tmp_path: Path) -> Iterator[ServeProcess]:
     """The service in a subprocess, on the tests' database and settings."""
-    data_dir = tmp_path / "server"
-    data_dir.mkdir()
-    server = ServerProcess(settings, data_dir, _free_port())
-    server.start()
-    yield server
-    server.stop()
+    log = tmp_path / "server.log"
+    with ServeProcess(tmp_path / "server", log=log, settings=settings, ready_timeout_s=180) as s:
+        yield s
 
 
 def _stream_docs(ds_id: str, n: int) -> Iterator[pb.StreamIngestRequest]:
@@ -481,7 +379,7 @@ def _stream_docs(ds_id: str, n: int) -> Iterator[pb.StreamIngestRequest]:
 
 @pytest.mark.slow
 def test_killed_server_keeps_every_acknowledged_document_whole(
-    app: App, cli_user: tuple[str, Client], server_process: ServerProcess
+    app: App, cli_user: tuple[str, Client], server_process: ServeProcess
 ) -> None:
     import grpc
 
@@ -524,7 +422,7 @@ def test_killed_server_keeps_every_acknowledged_document_whole(
 
 @pytest.mark.slow
 def test_cli_resumes_across_a_server_restart(
-    app: App, cli_user: tuple[str, Client], server_process: ServerProcess, tmp_path: Path
+    app: App, cli_user: tuple[str, Client], server_process: ServeProcess, tmp_path: Path
 ) -> None:
     n = 4000
     corpus = small_corpus(tmp_path / "corpus.jsonl", n)

@@ -18,7 +18,7 @@ from service.core.jwt_auth import TokenVerifier
 from service.errors import Unauthenticated, Unavailable
 from service.models import Role
 from service.settings import Settings
-from tests.jwt_support import (
+from tests.helpers.jwt_support import (
     JwksServer,
     SigningKey,
     hs256_with_secret,

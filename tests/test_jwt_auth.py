@@ -15,8 +15,7 @@ import pytest
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
-from tests.jwt_support import (
+from tests.helpers.jwt_support import (
     ISSUER,
     JwksServer,
     SigningKey,
@@ -27,7 +26,8 @@ from tests.jwt_support import (
     unsigned_token,
     with_claims,
 )
-from tests.own_server import own_server
+from tests.helpers.own_server import own_server
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 MIN_REFETCH_S = 0.5
 JWKS_TTL_S = 3.0
@@ -159,7 +159,7 @@ def _vectors(n: int) -> np.ndarray:
     return np.array([[1.0, 0.1 * i, 0.0, 0.0] for i in range(n)], dtype=np.float32)
 
 
-REFUSED = {
+REFUSED: dict[str, tuple[Callable[[SigningKey, SigningKey, uuid.UUID], str], str]] = {
     "expired": (lambda k, r, u: make_token(k, u, expires_in=-120), "expired"),
     "no exp": (lambda k, r, u: make_token(k, u, expires_in=0, exp=None), "'exp' claim"),
     "wrong audience": (lambda k, r, u: make_token(k, u, aud="anon"), "audience"),

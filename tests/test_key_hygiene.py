@@ -23,8 +23,8 @@ from service.core.identity import Identity, IssuedKey, hash_key, parse_duration
 from service.core.lookup_cache import LookupCache
 from service.errors import InvalidArgument, Unauthenticated
 from service.models import Role
-from tests.conftest import status_of
-from tests.own_server import own_server
+from tests.helpers.own_server import own_server
+from tests.helpers.rpc import status_of
 
 CACHE_TTL_S = 1.0
 NEGATIVE_TTL_S = 30.0
@@ -68,9 +68,9 @@ def connect_with(hygiene_target: str) -> Iterator[Callable[[str], Client]]:
         c.close()
 
 
-def new_key(app: App, **kwargs: timedelta) -> IssuedKey:
+def new_key(app: App, *, expires_in: timedelta | None = None) -> IssuedKey:
     user_id = app.identity.create_user(f"{uuid.uuid4().hex}@hygiene.test")
-    return app.identity.create_key(user_id, Role.USER, **kwargs)
+    return app.identity.create_key(user_id, Role.USER, expires_in=expires_in)
 
 
 def list_call(client: Client) -> Callable[[], object]:

@@ -11,14 +11,15 @@ import grpc
 import numpy as np
 import psycopg
 import pytest
+from google.protobuf import field_mask_pb2
 from psycopg import sql
 
 from service.app import App
 from service.client import Client, pb
 from service.storage import datastores as datastore_rows
-from service.storage import keyword
+from service.storage import keyword, keyword_search
 from service.storage.migrations import available_migrations
-from tests.conftest import status_of, vector_datastore
+from tests.helpers.rpc import status_of, vector_datastore
 
 # Words whose English stems are distinct non-stopwords, so a whitespace split is a
 # faithful reference tokenizer.
@@ -234,7 +235,7 @@ def test_keyword_search_uses_the_partitions_gin_index(client: Client, app: App) 
         conn.execute("SET LOCAL enable_seqscan = off")  # the table is small; ask for the plan
         datastore = datastore_rows.get(conn, uuid.UUID(ds.id))
         assert datastore is not None
-        query, params = keyword.build_query(datastore, "melon", 10)
+        query, params = keyword_search.build_query(datastore, "melon", 10)
         plan = conn.execute(b"EXPLAIN " + query.as_bytes(conn), params).fetchall()
     text = "\n".join(r[0] for r in plan)
     assert f"datastore_chunks_{uuid.UUID(ds.id).hex}_tsv_idx" in text
@@ -245,7 +246,9 @@ def test_any_lexeme_becomes_a_verbatim_tsquery_operand(app: App, lexeme: str) ->
     """The parser rarely emits quotes or backslashes; the quoting must hold if it does."""
     with app.db.connection() as conn:
         row = conn.execute(
-            "SELECT array_to_tsvector(ARRAY[t.lexeme]) @@ (" + keyword.OPERAND_SQL + ")::tsquery"
+            "SELECT array_to_tsvector(ARRAY[t.lexeme]) @@ ("
+            + keyword_search.OPERAND_SQL
+            + ")::tsquery"
             " FROM (SELECT %s::text AS lexeme) t",
             (lexeme,),
         ).fetchone()
@@ -299,7 +302,7 @@ def hostile_target(app: App, target: str) -> Iterator[tuple[Client, str, str]]:
             datastore=pb.Datastore(
                 id=odd.id, config=pb.DatastoreConfig(text_search_config="simple")
             ),
-            update_mask={"paths": ["config.text_search_config"]},
+            update_mask=field_mask_pb2.FieldMask(paths=["config.text_search_config"]),
         )
     )
     ingest(client, odd.id, {"q": ["o'brien back\\slash it''s a\\'b :* &|!"]})
@@ -323,7 +326,7 @@ def test_hostile_query_text_is_invalid_or_answered(
         try:
             client.retrieval.Query(request)
         except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()  # type: ignore[attr-defined]
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
 
 
 def test_lexemes_with_quotes_and_backslashes_are_found(

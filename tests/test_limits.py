@@ -13,8 +13,14 @@ import pytest
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
-from tests.limits_helpers import LIST_DATASTORES, STREAM_INGEST, HeldStream, IdleCalls, server_with
+from tests.helpers.limits_helpers import (
+    LIST_DATASTORES,
+    STREAM_INGEST,
+    HeldStream,
+    IdleCalls,
+    server_with,
+)
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 
 def _key(app: App, role: Role = Role.USER) -> str:
@@ -62,7 +68,7 @@ def test_a_stream_silent_past_the_idle_timeout_ends_with_deadline_exceeded(app: 
         held.close()
         client.close()
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "no message for 0.5 s" in info.value.details()
+    assert "no message for 0.5 s" in str(info.value.details())
 
 
 def test_past_the_calls_in_flight_bound_a_call_is_refused_at_once(app: App) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.client import Client, pb
-from tests.conftest import ingest_vectors, query_vector, vector_datastore
+from tests.helpers.rpc import ingest_vectors, query_vector, vector_datastore
 
 DIMS = 16
 N = 300

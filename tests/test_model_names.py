@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from service.client import Client, connect, pb
 from service.embedding.registry import ModelRegistry, bundled_model_path
 from service.models import Role
 from service.settings import BUNDLED_MODEL, Settings
-from tests.conftest import status_of
+from tests.helpers.rpc import status_of
 
 _watched: list[str] = []  # path prefixes whose file-system audit events are recorded
 _seen: list[tuple[str, str]] = []
@@ -65,8 +66,11 @@ def test_a_path_as_embedding_model_is_refused_without_touching_it(
     messages = []
     for name in (str(folder), str(tmp_path / "absent"), str(bundled_model_path()), "x" * 300):
         code, msg = status_of(
-            lambda name=name: client.datastores.CreateDatastore(
-                pb.CreateDatastoreRequest(name="m", config=pb.DatastoreConfig(embedding_model=name))
+            partial(
+                client.datastores.CreateDatastore,
+                pb.CreateDatastoreRequest(
+                    name="m", config=pb.DatastoreConfig(embedding_model=name)
+                ),
             )
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, msg

@@ -22,9 +22,9 @@ from service.client import Client, connect, pb
 from service.logs import JsonFormatter
 from service.metrics import MetricsServer
 from service.models import Role
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
-from tests.log_guard import LogGuard
-from tests.test_embedding_worker import CountingModel, make_worker
+from tests.helpers.counting_model import CountingModel, make_worker
+from tests.helpers.log_guard import LogGuard
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 RETRIEVAL = "agentopia.retrieval.v1.RetrievalService"
 DATASTORES = "agentopia.retrieval.v1.DatastoreService"
@@ -173,7 +173,7 @@ def test_access_line_carries_the_request_id_code_and_duration(
             pb.QueryRequest(
                 datastores=pb.DatastoreIds(ids=[ds.id]), vector=pb.QueryVector(values=[1, 0])
             ),
-            metadata=[(REQUEST_ID_KEY, request_id)],
+            metadata=((REQUEST_ID_KEY, request_id),),
         )
     assert (REQUEST_ID_KEY, request_id) in call.initial_metadata()
     [record] = access_lines(caplog, request_id)
@@ -199,7 +199,7 @@ def test_a_failed_call_gets_a_generated_request_id_back(
         caplog.at_level(logging.INFO, logger="service.access"),
         pytest.raises(grpc.RpcError) as info,
     ):
-        client.datastores.GetDatastore(missing, metadata=[(REQUEST_ID_KEY, unsafe)])
+        client.datastores.GetDatastore(missing, metadata=((REQUEST_ID_KEY, unsafe),))
     sent = dict(info.value.initial_metadata())  # type: ignore[attr-defined]
     request_id = sent[REQUEST_ID_KEY]
     assert len(request_id) == 32 and int(request_id, 16) >= 0

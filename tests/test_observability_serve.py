@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import urllib.request
 import uuid
 from contextlib import closing
@@ -15,37 +11,28 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.serve_process import ServeProcess, free_port
 from service.app import App
-from service.client import connect, pb, wait_until_serving
+from service.client import connect, pb
 from service.models import Role
-from tests.conftest import MODEL_CACHE
-from tests.test_serve import free_port
+from tests.helpers.paths import MODEL_CACHE
 
 
 def test_json_logs_and_metrics_port(app: App, pg_url: str, tmp_path: Path) -> None:
     user = app.identity.create_user(f"{uuid.uuid4().hex}@test")
     key = app.identity.create_key(user, Role.USER).key
-    port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
-    env |= {
-        "DATABASE_URL": pg_url,  # the session's database: the key above is valid there
-        "RETRIEVAL_ONNX_CACHE_DIR": str(MODEL_CACHE),
-        "RETRIEVAL_CREATE_LOCAL_KEY": "false",
-        "RETRIEVAL_LOG_FORMAT": "json",
-        "RETRIEVAL_METRICS_PORT": str(metrics_port),
+    metrics_port = free_port()
+    settings = {
+        "onnx_cache_dir": MODEL_CACHE,
+        "create_local_key": False,
+        "log_format": "json",
+        "metrics_port": metrics_port,
     }
-    command = [sys.executable, "-m", "service", "serve", "--data-dir", str(tmp_path)]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    env = {"DATABASE_URL": pg_url}  # the session's database: the key above is valid there
+    served = ServeProcess(tmp_path / "data", log=tmp_path / "serve.log", settings=settings, env=env)
     question = f"what do quokkas eat {uuid.uuid4().hex}"
-    try:
-        wait_until_serving(f"127.0.0.1:{port}")
-        with closing(connect(f"127.0.0.1:{port}", key)) as client:
+    with served:
+        with closing(connect(served.target, key)) as client:
             ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="served"))
             _, call = client.retrieval.Query.with_call(
                 pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text=question)
@@ -54,11 +41,9 @@ def test_json_logs_and_metrics_port(app: App, pg_url: str, tmp_path: Path) -> No
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
             exposition = reply.read().decode()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-2000:]
-    assert f"Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics" in out
+        assert served.stop() == 0
+    output = served.output()  # stdout and stderr
+    assert f"Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics" in output
 
     handled = {
         s.labels["grpc_method"]: s.value
@@ -68,12 +53,12 @@ def test_json_logs_and_metrics_port(app: App, pg_url: str, tmp_path: Path) -> No
     }
     assert handled == {"CreateDatastore": 1.0, "Query": 1.0}  # a fresh process: exact counts
 
-    # Every log line is one JSON object (other stderr lines come from C libraries).
-    assert not [line for line in err.splitlines() if re.match(r"\d{4}-\d\d-\d\d ", line)]
-    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    # Every log line is one JSON object (other lines come from print and C libraries).
+    assert not [line for line in output.splitlines() if re.match(r"\d{4}-\d\d-\d\d ", line)]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     [access] = [e for e in lines if e.get("request_id") == request_id]
     assert access["logger"] == "service.access"
     assert access["method"] == "/agentopia.retrieval.v1.RetrievalService/Query"
     assert access["code"] == "OK" and access["duration_ms"] > 0
     assert access["datastore_ids"] == [ds.id] and access["hits"] == 0
-    assert key not in err + out and question not in err + out
+    assert key not in output and question not in output

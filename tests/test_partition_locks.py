@@ -8,7 +8,7 @@ import psycopg
 
 from service.client import Client
 from service.storage import partitions, sizes
-from tests.conftest import vector_datastore
+from tests.helpers.rpc import vector_datastore
 
 
 def _locked_partitions(conn: psycopg.Connection) -> set[str]:

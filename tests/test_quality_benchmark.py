@@ -204,7 +204,7 @@ def test_advisor_replays_the_threshold_rule() -> None:
         "q2": _hits([("y", 0.6), ("b", 0.5), ("z", 0.2)]),
     }
     advice = advisor.advise(qrels, hits, "f1", depth=3)
-    by_t = {p.threshold: p for p in advisor._curve(qrels, hits, 3)}
+    by_t = {p.threshold: p for p in advice.curves[3]}  # the curve at max_results 3
     # at 0.5 the kept hits are a, a, y, b: 3 relevant of 4, both documents found
     assert by_t[0.5].precision == pytest.approx(0.75)
     assert by_t[0.5].recall == pytest.approx(1.0)

@@ -14,9 +14,9 @@ from google.protobuf import field_mask_pb2
 from service.app import App
 from service.client import Client, pb
 from service.storage import datastores as datastore_rows
-from service.storage import search
+from service.storage import vector_search
 from service.storage.partitions import index_name
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 DIMS = 32
 
@@ -45,7 +45,7 @@ def explain_search(
             conn.execute("SET LOCAL enable_seqscan = off")
         conn.execute("SELECT set_config('hnsw.ef_search', '100', true)")
         vector = np.ones(dims, dtype=np.float32)
-        query, params = search.build_query(datastore, vector, 10, 0.5, exact=exact)
+        query, params = vector_search.build_query(datastore, vector, 10, 0.5, exact=exact)
         if generic:
             # The plan a prepared statement may settle on: planned once for any
             # parameter values, which appear as $1, $2, ...

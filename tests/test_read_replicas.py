@@ -24,8 +24,9 @@ from service.errors import InvalidArgument
 from service.models import Role
 from service.settings import Settings
 from service.storage.replicas import format_token, lag_s, parse_token
-from tests.conftest import MODEL_CACHE, query_vector, status_of, vector_datastore
-from tests.pg_replica import ReplicatedPair
+from tests.helpers.paths import MODEL_CACHE
+from tests.helpers.pg_replica import ReplicatedPair
+from tests.helpers.rpc import query_vector, status_of, vector_datastore
 
 T = TypeVar("T")
 _BOUND_S = 10.0  # a query after the replica's loss is answered within this

@@ -21,24 +21,10 @@ from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import keyword, partitions
 from service.storage import reembed as reembed_rows
-from tests.conftest import status_of, vector_datastore
-from tests.reembed_support import expected_scores, query_text, run_cli, serving
-from tests.second_model import SECOND_MODEL_DIMENSIONS, build_second_model
+from tests.helpers.reembed_support import TOPICS, expected_scores, query_text, run_cli, serving
+from tests.helpers.rpc import status_of, vector_datastore
+from tests.helpers.second_model import SECOND_MODEL_DIMENSIONS, build_second_model
 
-TOPICS = [
-    "PostgreSQL is a relational database with transactions and SQL.",
-    "pgvector adds vector similarity search to PostgreSQL tables.",
-    "HNSW is a graph index for approximate nearest neighbour search.",
-    "Sourdough bread rises slowly with wild yeast and lactic bacteria.",
-    "A espresso shot is brewed by forcing hot water through fine coffee.",
-    "The marathon is a long distance race of about forty-two kilometres.",
-    "Photosynthesis turns light, water and carbon dioxide into sugar.",
-    "Jupiter is the largest planet of the solar system, a gas giant.",
-    "The violin has four strings and is played with a bow.",
-    "Glaciers carve valleys as they slowly move down a mountain.",
-    "Rust's borrow checker prevents data races at compile time.",
-    "Tides are caused mostly by the gravity of the moon.",
-]
 QUERY = "which database does vector search"
 
 
@@ -126,9 +112,8 @@ def _which(scores: list[float], old: list[float], new: list[float]) -> str:
 def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_restart(
     configured: Settings, app: App
 ) -> None:
-    slow = {"reembed_batch_size": 2, "reembed_pause_ms": 300.0}
     docs = {f"doc-{i}": text for i, text in enumerate(TOPICS)}
-    with serving(configured, **slow) as first:
+    with serving(configured, reembed_batch_size=2, reembed_pause_ms=300.0) as first:
         ds = _create(first.client)
         _ingest(first.client, ds.id, docs)
         started = _set_model(first.client, ds.id, SECOND_MODEL)
@@ -256,7 +241,7 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: 
         cancelled = _set_model(client, ds.id, BUNDLED_MODEL)
         assert cancelled.reembed.state == "cancelled"
         assert cancelled.config.embedding_model == BUNDLED_MODEL
-        _wait_for(lambda: not _job_thread_alive(served.app), "the job thread to stop", 30)
+        served.app.reembedding.wait(uuid.UUID(ds.id), timeout=30)  # the job's thread ends
         got = _get(client, ds.id)
         assert (got.config.embedding_model, got.config.dimensions) == (BUNDLED_MODEL, 384)
         assert got.reembed.state == "cancelled"
@@ -271,14 +256,10 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: 
         # Deleting a datastore mid-job takes the job and its shadow table with it.
         assert _set_model(client, ds.id, SECOND_MODEL).reembed.state == "copying"
         client.datastores.DeleteDatastore(pb.DeleteDatastoreRequest(id=ds.id))
-        _wait_for(lambda: not _job_thread_alive(served.app), "the job thread to stop", 30)
+        served.app.reembedding.wait(uuid.UUID(ds.id), timeout=30)  # the job's thread ends
         with served.app.db.connection() as conn:
             assert not reembed_rows.shadow_exists(conn, datastore_id)
             assert reembed_rows.get_job(conn, datastore_id) is None
-
-
-def _job_thread_alive(app: App) -> bool:
-    return any(t.name == "reembed" and t.is_alive() for t in threading.enumerate())
 
 
 def test_caller_vectors_cannot_change_dimensions(client: Client) -> None:

@@ -18,10 +18,12 @@ import numpy as np
 import psycopg
 import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
+from pgvector.psycopg import register_vector
 
 from service.app import App
 from service.client import Client, pb
-from service.storage import search
+from service.storage import vector_search
+from tests.helpers.rpc import struct, text_datastore
 
 DOCS = [
     ("water", "Rivers carry water to the sea.", "nature"),
@@ -57,26 +59,19 @@ def traced(app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield sent
 
 
-def text_datastore(client: Client) -> str:
-    ds = client.datastores.CreateDatastore(
-        pb.CreateDatastoreRequest(name="round trips", max_results=2, similarity_threshold=0.0)
-    )
+def texts(client: Client) -> str:
+    """A datastore holding DOCS."""
+    ds = text_datastore(client, "round trips", max_results=2)
     client.ingest.IngestDocuments(
         pb.IngestDocumentsRequest(
             datastore_id=ds.id,
             documents=[
-                pb.DocumentInput(external_id=e, text=t, metadata=struct(topic=topic))
+                pb.DocumentInput(external_id=e, text=t, metadata=struct({"topic": topic}))
                 for e, t, topic in DOCS
             ],
         )
     )
     return ds.id
-
-
-def struct(**fields: object) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(fields)
-    return out
 
 
 T = TypeVar("T")
@@ -115,7 +110,7 @@ def batches(sent: list[str]) -> list[list[str]]:
     ("mode", "query_filter", "statements"),
     [
         (pb.VECTOR, None, 2),
-        (pb.VECTOR, struct(topic="nature"), 2),
+        (pb.VECTOR, struct({"topic": "nature"}), 2),
         (pb.KEYWORD, None, 1),
         # (with a filter, hybrid's deep candidate list outnumbers these few chunks: the
         # short filtered scan is repeated exactly, a second round trip by design)
@@ -131,7 +126,7 @@ def test_a_query_over_two_datastores_is_one_round_trip(
     query_filter: struct_pb2.Struct | None,
     statements: int,
 ) -> None:
-    ids = [text_datastore(client), text_datastore(client)]
+    ids = [texts(client), texts(client)]
     request = pb.QueryRequest(
         datastores=pb.DatastoreIds(ids=ids),
         text="water",
@@ -179,7 +174,7 @@ def test_a_plain_query_over_one_datastore_is_its_search_statement_alone(
 ) -> None:
     """No pipeline and no settings statement once the connection has the datastore's
     hnsw.ef_search for its session."""
-    ds_id = text_datastore(client)
+    ds_id = texts(client)
     request = pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="water")
     # The pool lends its connections in turn; psycopg prepares a statement on its fifth
     # run on a connection (one Parse round trip, once): warm every connection past that.
@@ -197,7 +192,7 @@ def test_a_plain_query_over_one_datastore_is_its_search_statement_alone(
 def test_a_changed_ef_search_reaches_the_session_before_the_search(
     client: Client, app: App, traced: list[str]
 ) -> None:
-    ds_id, other = text_datastore(client), text_datastore(client)
+    ds_id, other = texts(client), texts(client)
     request = pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds_id]), text="water")
     client.retrieval.Query(request)
     client.datastores.UpdateDatastore(
@@ -217,21 +212,22 @@ def test_a_changed_ef_search_reaches_the_session_before_the_search(
 
 
 def test_search_alone_sets_ef_search_once_per_session_and_set_local_leaves_it(
-    app: App, client: Client
+    app: App, client: Client, pg_url: str
 ) -> None:
-    ds_id = text_datastore(client)
+    ds_id = texts(client)
     datastore = app.lookups.datastore(uuid.UUID(ds_id))
     assert datastore is not None
     vector = np.ones(datastore.config.dimensions, dtype=np.float32)
     ef = str(datastore.config.hnsw.ef_search)
-    with app.db.autocommit() as conn:
-        conn.execute("SET hnsw.ef_search = 40")  # a connection new to search_alone
-        search._session_ef_search.pop(conn, None)
-        search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
+    # A connection new to search_alone (configured as the pool configures its own).
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET hnsw.ef_search = 40")
+        vector_search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == (ef,)
         with conn.pipeline() as pipeline:  # another query's SET LOCAL, then its end
             conn.execute("SELECT set_config('hnsw.ef_search', '321', true)")
             pipeline.sync()
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == (ef,)
-        found = search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
+        found = vector_search.search_alone(conn, datastore, vector, k=2, threshold=0.0)
     assert len(found) == 2

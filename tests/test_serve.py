@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,66 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from service.client import connect, pb, read_key_file, wait_until_serving
+from devtools.serve_process import ServeProcess
+from service.client import connect, pb, read_key_file
 from service.storage.migrations import available_migrations, migrate
-from tests.conftest import MODEL_CACHE
+from tests.helpers.paths import MODEL_CACHE
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.http_port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
-        env.pop("DATABASE_URL", None)
-        env["RETRIEVAL_ONNX_CACHE_DIR"] = str(MODEL_CACHE)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                str(self.port),
-                "--http-port",
-                str(self.http_port),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        return out
-
-
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    s = Served(tmp_path / "data")
-    try:
-        wait_until_serving(s.target)
+def served(tmp_path: Path) -> Iterator[ServeProcess]:
+    """On its own embedded PostgreSQL in a fresh data directory, as a user runs it."""
+    settings = {"onnx_cache_dir": MODEL_CACHE}
+    with ServeProcess(tmp_path / "data", log=tmp_path / "serve.log", settings=settings) as s:
         yield s
-    finally:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
 
 
-def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served) -> None:
+def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: ServeProcess) -> None:
     key_file = served.data_dir / "api-key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = read_key_file(key_file)
@@ -114,30 +68,40 @@ def test_fresh_start_creates_a_key_serves_and_shuts_down_cleanly(served: Served)
         ]
     )
 
-    out = served.stop()
-    assert served.proc.returncode == 0
+    assert served.stop() == 0
+    out = served.output()
     assert key not in out  # stdout is a pipe here (a log): the key stays in its file
     assert f"it is in {key_file}" in out
     assert "shutting down" in out
     assert not (served.data_dir / "pgdata" / "postmaster.pid").exists()  # embedded PG stopped
 
     # a restart reuses the data directory and its key; no new key is printed
-    again = Served(served.data_dir)
+    served.start()
+    client = connect(served.target, key)
     try:
-        wait_until_serving(again.target)
-        client = connect(again.target, key)
-        try:
-            names = [
-                d.name
-                for d in client.datastores.ListDatastores(pb.ListDatastoresRequest()).datastores
-            ]
-        finally:
-            client.close()
-        assert names == ["quickstart"]
+        names = [
+            d.name for d in client.datastores.ListDatastores(pb.ListDatastoresRequest()).datastores
+        ]
     finally:
-        out = again.stop()
-    assert "Created local user" not in out
+        client.close()
+    assert names == ["quickstart"]
+    assert "Created local user" not in served.output()
     assert read_key_file(key_file) == key
+
+    # killed, serve cannot stop its embedded PostgreSQL; the launcher's close() does
+    served.kill()
+    postmaster = int((served.data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    assert _running(postmaster)
+    served.close()
+    assert not _running(postmaster)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_migrations_are_idempotent(pg_url: str) -> None:

@@ -16,17 +16,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devtools.serve_process import ServeProcess
 from service.app import App
 from service.client import connect, pb
 from service.models import Role
 from service.settings import Settings
-from tests.test_ingest_cli import (
-    ServerProcess,
-    _free_port,
-    assert_consistent,
-    datastore_counts,
-    run_cli,
-)
+from tests.helpers.ingest_cli import assert_consistent, datastore_counts, run_cli
 
 
 def _corpus(path: Path, n: int) -> Path:
@@ -44,16 +39,12 @@ def key(app: App) -> str:
 
 
 @contextmanager
-def serving(settings: Settings, data_dir: Path, **update: object) -> Iterator[ServerProcess]:
+def serving(settings: Settings, data_dir: Path, **update: object) -> Iterator[ServeProcess]:
     """`serve` in a subprocess on the tests' database, with some settings changed."""
-    data_dir.mkdir(exist_ok=True)
     patient = settings.model_copy(update=update)
-    server = ServerProcess(patient, data_dir, _free_port())
-    server.start()
-    try:
+    log = data_dir.parent / "server.log"
+    with ServeProcess(data_dir, log=log, settings=patient, ready_timeout_s=180) as server:
         yield server
-    finally:
-        server.kill()
 
 
 def _wait(condition: object, timeout: float = 120.0) -> None:
@@ -71,7 +62,7 @@ def test_sigterm_finishes_the_unary_call_in_flight(
         _finishes_in_flight(app, server, key)
 
 
-def _finishes_in_flight(app: App, server_process: ServerProcess, key: str) -> None:
+def _finishes_in_flight(app: App, server_process: ServeProcess, key: str) -> None:
     client = connect(server_process.target, key)
     ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="inflight"))
     docs = [
@@ -119,7 +110,7 @@ def test_an_ingest_job_carries_on_across_a_rolling_restart(
         _job_across_restart(app, server, key, tmp_path)
 
 
-def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_path: Path) -> None:
+def _job_across_restart(app: App, server_process: ServeProcess, key: str, tmp_path: Path) -> None:
     # more documents than a stream holds in the server (read-ahead, a batch in each stage)
     n = 6000
     corpus = _corpus(tmp_path / "corpus.jsonl", n)
@@ -143,6 +134,7 @@ def _job_across_restart(app: App, server_process: ServerProcess, key: str, tmp_p
     finally:
         if job.poll() is None:
             job.kill()
+            job.communicate()  # reaps it and closes its stdout pipe
     assert job.returncode == 0, out.decode()[-2000:]
     after = datastore_counts(app, ds.id)
     assert after["documents"] == after["chunks"] == n

@@ -18,16 +18,8 @@ from service.app import App
 from service.client import Client, pb
 from service.core.stream_ingest import StreamIngest, StreamItem, StreamLimits
 from service.models import ChunkInput, Datastore, DocumentInput, IngestStatus, Principal, Role
-from tests.conftest import status_of, vector_datastore
-
-
-def text_datastore(client: Client, chunk_size: int = 0, chunk_overlap: int = 0) -> pb.Datastore:
-    config = pb.DatastoreConfig(chunk_size=chunk_size)
-    if chunk_overlap:
-        config.chunk_overlap = chunk_overlap
-    return client.datastores.CreateDatastore(
-        pb.CreateDatastoreRequest(name="stream", config=config)
-    )
+from tests.helpers.rows import row_counts
+from tests.helpers.rpc import status_of, text_datastore, vector_datastore
 
 
 def requests(ds_id: str, docs: Iterable[pb.DocumentInput]) -> Iterator[pb.StreamIngestRequest]:
@@ -44,20 +36,6 @@ def doc(external_id: str, text: str, **fields: object) -> pb.DocumentInput:
     return pb.DocumentInput(external_id=external_id, text=text, **fields)  # type: ignore[arg-type]
 
 
-def counts(app: App, ds_id: str | UUID) -> tuple[int, int, int]:
-    """(documents, chunk rows, sum of documents' chunk_count) in the datastore."""
-    with app.db.connection() as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM datastore_documents WHERE datastore_id = %(d)s),"
-            " (SELECT count(*) FROM datastore_chunks WHERE datastore_id = %(d)s),"
-            " (SELECT coalesce(sum(chunk_count), 0) FROM datastore_documents"
-            "  WHERE datastore_id = %(d)s)",
-            {"d": ds_id},
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
-
-
 TEXTS = [f"Document {i} is about {topic}." for i, topic in enumerate(["cells", "stars", "rivers"])]
 
 
@@ -65,12 +43,12 @@ TEXTS = [f"Document {i} is about {topic}." for i, topic in enumerate(["cells", "
 
 
 def test_stream_created_unchanged_updated(client: Client, app: App) -> None:
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     docs = [doc(f"d{i}", t, title=f"T{i}") for i, t in enumerate(TEXTS)]
     first = stream(client, ds.id, docs)
     assert [(r.external_id, r.status) for r in first] == [(f"d{i}", pb.CREATED) for i in range(3)]
     assert all(r.document_id and r.chunk_count == 1 and not r.error for r in first)
-    assert counts(app, ds.id) == (3, 3, 3)
+    assert row_counts(app, ds.id).stored == (3, 3, 3)
 
     again = stream(client, ds.id, docs)
     assert [r.status for r in again] == [pb.UNCHANGED] * 3
@@ -91,17 +69,17 @@ def test_stream_created_unchanged_updated(client: Client, app: App) -> None:
 
 
 def test_long_document_chunk_counts_match(client: Client, app: App) -> None:
-    ds = text_datastore(client, chunk_size=32, chunk_overlap=4)
+    ds = text_datastore(client, "stream", chunk_size=32, chunk_overlap=4)
     long_text = " ".join(f"Sentence {i} mentions topic {i % 5}." for i in range(60))
     results = stream(client, ds.id, [doc("long", long_text), doc("short", "A short one.")])
     assert [r.status for r in results] == [pb.CREATED, pb.CREATED]
     assert results[0].chunk_count > 5 and results[1].chunk_count == 1
-    docs, chunk_rows, declared = counts(app, ds.id)
+    docs, chunk_rows, declared = row_counts(app, ds.id).stored
     assert docs == 2 and chunk_rows == declared == results[0].chunk_count + 1
 
 
 def test_bad_documents_fail_alone(client: Client, app: App) -> None:
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     results = stream(
         client,
         ds.id,
@@ -126,7 +104,7 @@ def test_bad_documents_fail_alone(client: Client, app: App) -> None:
     assert "documents[2] has no text" in results[2].error
     assert "NUL" in results[3].error
     assert "either text or chunks" in results[4].error
-    assert counts(app, ds.id) == (2, 2, 2)
+    assert row_counts(app, ds.id).stored == (2, 2, 2)
 
 
 def test_caller_vectors_and_wrong_dimensions(client: Client, app: App) -> None:
@@ -151,11 +129,11 @@ def test_caller_vectors_and_wrong_dimensions(client: Client, app: App) -> None:
     assert "dimensions" in results[1].error
     assert "NaN" in results[2].error
     assert "embedding_model 'none'" in results[3].error
-    assert counts(app, ds.id) == (1, 2, 2)
+    assert row_counts(app, ds.id).stored == (1, 2, 2)
 
 
 def test_unreadable_document_fails_alone(client: Client, app: App) -> None:
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     bad_meta = struct_pb2.Struct()
     bad_meta.update({"score": math.nan})  # a Struct cannot carry NaN into JSON
     docs = [
@@ -166,12 +144,12 @@ def test_unreadable_document_fails_alone(client: Client, app: App) -> None:
     results = stream(client, ds.id, docs)
     assert [r.status for r in results] == [pb.CREATED, pb.FAILED, pb.CREATED]
     assert "documents[1].metadata holds NaN" in results[1].error
-    assert counts(app, ds.id) == (2, 2, 2)
+    assert row_counts(app, ds.id).stored == (2, 2, 2)
 
 
 def test_database_refusal_fails_alone(client: Client, app: App) -> None:
     """A document the database refuses fails alone; its batch-mates are committed."""
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     refused = f"refused-{uuid.uuid4()}"
     docs = [
         doc("before", "Written before the bad one."),
@@ -192,12 +170,12 @@ def test_database_refusal_fails_alone(client: Client, app: App) -> None:
             conn.execute("ALTER TABLE datastore_documents DROP CONSTRAINT test_refusal")
     assert [r.status for r in results] == [pb.CREATED, pb.FAILED, pb.CREATED]
     assert "test_refusal" in results[1].error
-    assert counts(app, ds.id) == (2, 2, 2)
+    assert row_counts(app, ds.id).stored == (2, 2, 2)
 
 
 def test_later_message_for_another_datastore_fails(client: Client, app: App) -> None:
-    ds = text_datastore(client)
-    other = text_datastore(client)
+    ds = text_datastore(client, "stream")
+    other = text_datastore(client, "stream")
     msgs = [
         pb.StreamIngestRequest(datastore_id=ds.id, document=doc("a", "First.")),
         pb.StreamIngestRequest(datastore_id=other.id, document=doc("b", "Elsewhere.")),
@@ -206,18 +184,18 @@ def test_later_message_for_another_datastore_fails(client: Client, app: App) -> 
     results = list(client.ingest.StreamIngest(iter(msgs)))
     assert [r.status for r in results] == [pb.CREATED, pb.FAILED, pb.CREATED]
     assert "one stream writes to one datastore" in results[1].error
-    assert counts(app, other.id) == (0, 0, 0)
+    assert row_counts(app, other.id).stored == (0, 0, 0)
 
 
 def test_repeated_external_id_last_wins(client: Client, app: App) -> None:
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     results = stream(client, ds.id, [doc("x", "Old words."), doc("x", "New words.")])
     assert [r.status for r in results] == [pb.CREATED, pb.UPDATED]
     got = client.ingest.GetDocument(
         pb.GetDocumentRequest(datastore_id=ds.id, external_id="x", include_chunks=True)
     )
     assert [c.content for c in got.chunks] == ["New words."]
-    assert counts(app, ds.id) == (1, 1, 1)
+    assert row_counts(app, ds.id).stored == (1, 1, 1)
 
 
 def test_empty_stream_returns_nothing(client: Client) -> None:
@@ -229,7 +207,7 @@ def test_stream_errors_abort_with_a_status(
 ) -> None:
     from service.client import connect
 
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     one = [doc("a", "text")]
     code, message = status_of(lambda: stream(client, "", one))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "datastore_id is required" in message
@@ -282,7 +260,7 @@ def test_client_cancel_stops_the_pipeline(client: Client) -> None:
 
 @pytest.fixture
 def principal_and_datastore(client: Client, app: App) -> tuple[Principal, Datastore]:
-    ds = text_datastore(client)
+    ds = text_datastore(client, "stream")
     with app.db.connection() as conn:
         owner = conn.execute("SELECT user_id FROM datastores WHERE id = %s", (ds.id,)).fetchone()
     assert owner is not None
@@ -307,7 +285,7 @@ def test_batches_across_documents_keep_order(
     assert statuses == [IngestStatus.CREATED] * 4 + [IngestStatus.FAILED] + [
         IngestStatus.CREATED
     ] * 5 + [IngestStatus.UPDATED]
-    assert counts(app, datastore.id) == (9, 9, 9)
+    assert row_counts(app, datastore.id).stored == (9, 9, 9)
     same = [item for item in items if item.document.external_id not in ("", "k2")]
     rerun = list(tiny.run(datastore, iter(same)))
     assert [r.status for r in rerun] == [IngestStatus.UNCHANGED] * 8
@@ -363,7 +341,7 @@ def test_metadata_json_cannot_hold_fails_alone(
         IngestStatus.CREATED,
     ]
     assert "documents[1].metadata holds NaN" in results[1].error
-    assert counts(app, datastore.id) == (2, 2, 2)
+    assert row_counts(app, datastore.id).stored == (2, 2, 2)
 
 
 def test_caller_vector_chunks_through_the_core(
@@ -381,4 +359,4 @@ def test_caller_vector_chunks_through_the_core(
     ]
     results = list(StreamIngest(app.ingestion).run(datastore, iter(items)))
     assert [r.chunk_count for r in results] == [2] * 5
-    assert counts(app, ds.id) == (5, 10, 10)
+    assert row_counts(app, ds.id).stored == (5, 10, 10)

@@ -28,8 +28,8 @@ from service.models import ChunkInput, DocumentInput, Principal, QuerySpec, Role
 from service.settings import Settings
 from service.storage.migrations import migrate
 from service.storage.partitions import partition_name
-from tests.conftest import MODEL_CACHE
-from tests.supabase_sql import (
+from tests.helpers.paths import MODEL_CACHE
+from tests.helpers.supabase_sql import (
     AGENTOPIA_SCHEMA,
     CATALOG_FUNCTIONS,
     CATALOG_RELATIONS,
@@ -69,7 +69,7 @@ def _user(app: App) -> Principal:
 def _populate(app: App, who: Principal, rng: np.random.Generator) -> uuid.UUID:
     """A vector datastore with one chunk, made through the service's own core code."""
     fields = DatastoreFields(
-        name="private", config=ConfigRequest(embedding_model="none", dimensions=4)
+        name="private", config=ConfigRequest({"embedding_model": "none", "dimensions": 4})
     )
     datastore = app.datastores.create(who, fields)
     vector = rng.random(4, dtype=np.float32)
@@ -118,7 +118,7 @@ def supa(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supa
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(owner)))
 
 
-def _refused(conn: psycopg.Connection, role: str, statement: sql.Composable | str) -> bool:
+def _refused(conn: psycopg.Connection, role: str, statement: sql.Composed | sql.SQL | str) -> bool:
     """Run ``statement`` as ``role``; True when refused for lack of privilege."""
     try:
         with conn.transaction():
@@ -208,7 +208,7 @@ def test_no_api_role_executes_any_service_function(supa: SupabaseDb, role: str) 
                 assert _refused(admin, role, _call(name, types)), f"{role} executed {name}"
 
 
-def _call(name: str, types: list[str]) -> sql.Composable:
+def _call(name: str, types: list[str]) -> sql.Composed:
     """A call the planner cannot fold away (a strict function of a NULL constant would be):
     its arguments come from a subquery kept apart by OFFSET 0."""
     columns = [sql.Identifier(f"a{i}") for i in range(len(types))]

@@ -19,9 +19,9 @@ from google.protobuf import field_mask_pb2
 from service.app import App
 from service.client import Client, connect, pb
 from service.models import Role
-from tests.conftest import status_of, vector_datastore
-from tests.jwt_support import HS256_SECRET, hs256_token
-from tests.own_server import own_server
+from tests.helpers.jwt_support import HS256_SECRET, hs256_token
+from tests.helpers.own_server import own_server
+from tests.helpers.rpc import status_of, vector_datastore
 
 # A credential kind: (app, target, user_id) -> a client acting as that user with role user.
 CredentialFactory = Callable[[App, str, uuid.UUID], Client]

@@ -9,7 +9,7 @@ import numpy as np
 
 from service.app import App
 from service.client import Client, pb
-from tests.conftest import ingest_vectors, query_vector, status_of, vector_datastore
+from tests.helpers.rpc import ingest_vectors, query_vector, status_of, vector_datastore
 
 # Dot products against q = [1, 0] are exactly these (all binary fractions).
 DOT_SCORES = [0.75, 0.5, 0.25, 0.125]

@@ -8,9 +8,6 @@ database and loaded model), so the shared test server stays plaintext.
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devtools.serve_process import ServeFailed, ServeProcess
 from ingest.cli import main as ingest_main
 from service.api.server import RetrievalServer, create_server
 from service.api.tls import check_bind, is_loopback, ssl_context
@@ -26,8 +24,8 @@ from service.client import Client, channel_credentials, connect, pb, wait_until_
 from service.errors import FailedPrecondition
 from service.models import Role
 from service.settings import Settings
-from tests.conftest import status_of
-from tests.tls_certs import Certs, make_certs
+from tests.helpers.rpc import status_of
+from tests.helpers.tls_certs import Certs, make_certs
 
 Serve = Callable[..., str]
 
@@ -173,30 +171,12 @@ def test_create_server_refuses_plaintext_on_all_interfaces(app: App) -> None:
 
 
 def test_serve_refuses_a_public_plaintext_bind_before_starting(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRIEVAL_")}
-    env.pop("DATABASE_URL", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    assert "refusing to serve plaintext gRPC on 0.0.0.0" in done.stderr
-    assert "RETRIEVAL_TLS_CERT_FILE" in done.stderr
+    served = ServeProcess(tmp_path / "data", log=tmp_path / "serve.log", args=["--host", "0.0.0.0"])
+    with pytest.raises(ServeFailed, match="exited with 2 before serving"):  # not a timeout
+        served.start()
+    output = served.output()
+    assert "refusing to serve plaintext gRPC on 0.0.0.0" in output
+    assert "RETRIEVAL_TLS_CERT_FILE" in output
     assert not (tmp_path / "data" / "pgdata").exists()  # refused before any start-up work
 
 

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 TS_CLIENT = REPO / "clients" / "typescript"
 

@@ -53,6 +53,6 @@ def grpcurl_command(target: str, datastore_id: str, threshold: float, max_result
 def benchmark_command(results_file: str, target: str, datastore_id: str) -> str:
     """This tool's own one-liner applying a saved advice to a datastore."""
     return (
-        f".venv/bin/python benchmarks/quality.py --from-results {shlex.quote(results_file)} "
+        f".venv/bin/python -m benchmarks.quality --from-results {shlex.quote(results_file)} "
         f'--apply {datastore_id} --target {target} --key "$RETRIEVAL_API_KEY"'
     )

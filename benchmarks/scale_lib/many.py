@@ -19,7 +19,7 @@ from benchmarks.scale_lib import common
 from benchmarks.scale_lib.vectors import Matrix, synthetic
 from service.client import Client, connect, pb
 from service.storage import datastores as datastore_rows
-from service.storage import search
+from service.storage import vector_search as search
 
 AGENT_SIZES = (1, 10, 50)
 TIMED_CREATES = 20  # the last this many creates before a level is reached are its figure

@@ -53,6 +53,9 @@ class SyncContext:
         self._active = True
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        # Initial metadata wait to leave with the first message or the status, from the
+        # loop: sending them from this thread would cost two thread hand-offs per call.
+        self._initial: tuple[tuple[str, str | bytes], ...] | None = None
 
     def invocation_metadata(self) -> Sequence[tuple[str, str | bytes]]:
         return tuple(self._context.invocation_metadata() or ())
@@ -75,10 +78,19 @@ class SyncContext:
         return False
 
     def send_initial_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
-        future = asyncio.run_coroutine_threadsafe(
-            self._context.send_initial_metadata(tuple(metadata)), self._loop
-        )
-        future.result(timeout=_WRITE_TIMEOUT_S)
+        """Sent (on the loop) before the first response message or the final status."""
+        self._initial = tuple(metadata)
+
+    async def flush_initial_metadata(self) -> None:
+        """On the loop: send the initial metadata the servicer set, if not yet sent."""
+        initial, self._initial = self._initial, None
+        if initial is not None:
+            await self._context.send_initial_metadata(initial)
+
+    async def write(self, response: Any) -> None:
+        """On the loop: one response message, after the initial metadata."""
+        await self.flush_initial_metadata()
+        await self._context.write(response)
 
     def set_trailing_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
         self._context.set_trailing_metadata(tuple(metadata))
@@ -86,11 +98,18 @@ class SyncContext:
     def peer(self) -> str:
         return str(self._context.peer())
 
-    def finish(self) -> None:
-        """The call is over: it is no longer active, and its callbacks run (off the loop)."""
+    def finish(self, servicer_returned: bool = False) -> None:
+        """The call is over: it is no longer active, and its callbacks run (off the loop).
+
+        ``servicer_returned``: the servicer's own code has ended, so callbacks, which
+        only tell it that its client went away, have no one left to tell: they are
+        dropped instead of costing a thread wake-up on every call.
+        """
         with self._lock:
             self._active = False
             callbacks, self._callbacks = self._callbacks, []
+        if servicer_returned:
+            return
         for callback in callbacks:
             self._loop.run_in_executor(None, callback)
 
@@ -217,7 +236,7 @@ class Runner:
         for response in responses:
             if not call.is_active():
                 return
-            write = asyncio.run_coroutine_threadsafe(call._context.write(response), self.loop)
+            write = asyncio.run_coroutine_threadsafe(call.write(response), self.loop)
             try:
                 write.result(timeout=_WRITE_TIMEOUT_S)
             except Exception:
@@ -235,12 +254,20 @@ class Runner:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY)
         call = SyncContext(context, self.loop)
         try:
-            return await self.loop.run_in_executor(self.executor, self._call, fn, arg, call)
+            response = await self.loop.run_in_executor(self.executor, self._call, fn, arg, call)
+        except asyncio.CancelledError:
+            call.finish()  # the client went away while the servicer runs: tell it
+            raise
         except Aborted as e:
-            call.finish()
+            call.finish(servicer_returned=True)
+            await call.flush_initial_metadata()
             await context.abort(e.code, e.details)
-        finally:
-            call.finish()
+        except BaseException:
+            call.finish(servicer_returned=True)
+            raise
+        call.finish(servicer_returned=True)
+        await call.flush_initial_metadata()
+        return response
 
     async def run_stream(
         self, fn: Callable[..., Any], context: aio.ServicerContext[Any, Any]
@@ -270,8 +297,10 @@ class Runner:
             await asyncio.wait({pump, work}, return_when=asyncio.FIRST_COMPLETED)
             if feed.idle:
                 call.finish()  # the servicer unwinds quietly: the status is ours
+                await call.flush_initial_metadata()
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._idle_message())
             await work
+            await call.flush_initial_metadata()  # a stream that wrote nothing
             if pump.done() and not pump.cancelled() and pump.exception() is not None:
                 # the stream was cut short by a read error: its end was not the caller's
                 _log.error("reading a stream failed", exc_info=pump.exception())
@@ -280,6 +309,7 @@ class Runner:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         except Aborted as e:
             call.finish()
+            await call.flush_initial_metadata()
             await context.abort(e.code, e.details)
         finally:
             call.finish()

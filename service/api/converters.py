@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
+from service import config_fields
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service.core.agents import AgentFields
+from service.core.datastore_config import FIELDS as CONFIG_FIELDS
 from service.core.datastore_config import ConfigRequest
 from service.core.datastores import DatastoreFields
 from service.core.validation import not_json_number, parse_uuid
@@ -19,6 +23,7 @@ from service.models import (
     AgentDatastoreLink,
     ChunkInput,
     Datastore,
+    DatastoreConfig,
     DatastoreReport,
     Document,
     DocumentInput,
@@ -94,24 +99,41 @@ def from_struct(value: struct_pb2.Struct, field: str) -> JsonObject:
 # ------------------------------------------------------------------ datastores
 
 
+# A StrEnum config field's protobuf enum: from protobuf (0 = unset -> None), to protobuf.
+_ENUMS: dict[type[Any], tuple[Callable[[int], Any], Mapping[Any, int]]] = {
+    SearchMode: (mode_from_pb, MODE_TO_PB),
+}
+
+
+def _slot(config: Message, path: str, *, write: bool = False) -> tuple[Message, str]:
+    """The (sub)message holding a config field and the field's name there."""
+    *groups, name = path.split(".")
+    for group in groups:
+        config = getattr(config, group)
+        if write:
+            config.SetInParent()
+    return config, name
+
+
 def config_request(config: pb.DatastoreConfig) -> ConfigRequest:
-    return ConfigRequest(
-        embedding_model=config.embedding_model,
-        dimensions=config.dimensions,
-        chunk_size=config.chunk_size,
-        chunk_overlap=config.chunk_overlap if config.HasField("chunk_overlap") else None,
-        search_mode=mode_from_pb(config.search_mode),
-        hnsw_m=config.hnsw.m,
-        hnsw_ef_construction=config.hnsw.ef_construction,
-        hnsw_ef_search=config.hnsw.ef_search,
-        low_confidence_fallback=(
-            config.low_confidence_fallback if config.HasField("low_confidence_fallback") else None
-        ),
-        text_search_config=config.text_search_config,
-        rrf_k=config.rrf_k,
-        bm25_k1=config.bm25_k1 if config.HasField("bm25_k1") else None,
-        bm25_b=config.bm25_b if config.HasField("bm25_b") else None,
-    )
+    """The fields a caller set (an ``optional`` one only when present)."""
+    values: dict[str, Any] = {}
+    for f in CONFIG_FIELDS:
+        message, name = _slot(config, f.path)
+        if message.DESCRIPTOR.fields_by_name[name].has_presence and not message.HasField(name):
+            continue
+        value = getattr(message, name)
+        values[f.path] = _ENUMS[f.kind][0](value) if f.kind in _ENUMS else value
+    return ConfigRequest(values)
+
+
+def datastore_config(c: DatastoreConfig) -> pb.DatastoreConfig:
+    out = pb.DatastoreConfig()
+    for f in CONFIG_FIELDS:
+        message, name = _slot(out, f.path, write=True)
+        value = config_fields.get(c, f.path)
+        setattr(message, name, _ENUMS[f.kind][1][value] if f.kind in _ENUMS else value)
+    return out
 
 
 def create_datastore_fields(request: pb.CreateDatastoreRequest) -> DatastoreFields:
@@ -140,28 +162,13 @@ def update_datastore_fields(datastore: pb.Datastore) -> DatastoreFields:
 
 
 def datastore(d: Datastore) -> pb.Datastore:
-    c = d.config
     return pb.Datastore(
         id=str(d.id),
         user_id=str(d.user_id),
         name=d.name,
         description=d.description,
         type=d.type,
-        config=pb.DatastoreConfig(
-            embedding_model=c.embedding_model,
-            dimensions=c.dimensions,
-            chunk_size=c.chunk_size,
-            chunk_overlap=c.chunk_overlap,
-            search_mode=MODE_TO_PB[c.search_mode],
-            hnsw=pb.HnswConfig(
-                m=c.hnsw.m, ef_construction=c.hnsw.ef_construction, ef_search=c.hnsw.ef_search
-            ),
-            low_confidence_fallback=c.low_confidence_fallback,
-            text_search_config=c.text_search_config,
-            rrf_k=c.rrf_k,
-            bm25_k1=c.bm25_k1,
-            bm25_b=c.bm25_b,
-        ),
+        config=datastore_config(d.config),
         similarity_metric=METRIC_TO_PB[d.metric],
         similarity_threshold=d.similarity_threshold,
         max_results=d.max_results,

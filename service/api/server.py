@@ -195,7 +195,9 @@ async def _start(
         DatastoreServicer(app.identity, app.datastores), target
     )
     pb_grpc.add_AgentServiceServicer_to_server(AgentServicer(app.identity, app.agents), target)
-    pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(app.identity, app.ingestion), target)
+    pb_grpc.add_IngestServiceServicer_to_server(
+        IngestServicer(app.identity, app.ingestion, app.documents), target
+    )
     pb_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(app.identity, app.retrieval), target
     )

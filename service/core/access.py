@@ -2,8 +2,44 @@
 
 from __future__ import annotations
 
-from service.errors import FailedPrecondition, PermissionDenied
+from collections.abc import Callable
+from uuid import UUID
+
+from service.errors import FailedPrecondition, NotFound, PermissionDenied
 from service.models import SERVED_DATASTORE_TYPE, Agent, Datastore, Principal
+
+
+def datastore(
+    principal: Principal,
+    datastore_id: UUID,
+    fetch: Callable[[UUID], Datastore | None],
+    *,
+    served: bool = False,
+) -> Datastore:
+    """The datastore ``fetch`` finds for ``datastore_id``, when the caller may touch it.
+
+    Raises NotFound when there is none, PermissionDenied when it is another user's
+    and, with ``served``, FailedPrecondition when this service cannot serve it.
+    """
+    found = fetch(datastore_id)
+    if found is None:
+        raise NotFound(f"datastore {datastore_id} not found")
+    check_datastore(principal, found)
+    if served:
+        check_served(found)
+    return found
+
+
+def agent(principal: Principal, agent_id: UUID, fetch: Callable[[UUID], Agent | None]) -> Agent:
+    """The agent ``fetch`` finds for ``agent_id``, when the caller may touch it.
+
+    Raises NotFound when there is none, PermissionDenied when it is another user's.
+    """
+    found = fetch(agent_id)
+    if found is None:
+        raise NotFound(f"agent {agent_id} not found")
+    check_agent(principal, found)
+    return found
 
 
 def check_datastore(principal: Principal, datastore: Datastore) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from uuid import UUID
 
 from service.core import access
@@ -13,7 +14,7 @@ from service.core.validation import (
     MAX_NAME_CHARS,
     check_text,
 )
-from service.errors import InvalidArgument, NotFound
+from service.errors import InvalidArgument
 from service.models import Agent, AgentDatastoreLink, Datastore, Page, Principal
 from service.storage import agents as rows
 from service.storage import datastores as datastore_rows
@@ -62,11 +63,7 @@ class Agents:
 
     def get(self, principal: Principal, agent_id: UUID) -> Agent:
         with self._db.connection() as conn:
-            agent = rows.get(conn, agent_id)
-        if agent is None:
-            raise NotFound(f"agent {agent_id} not found")
-        access.check_agent(principal, agent)
-        return agent
+            return access.agent(principal, agent_id, partial(rows.get, conn))
 
     def list_page(self, principal: Principal, size: int, token: str) -> Page[Agent]:
         owner = None if principal.is_service else principal.user_id
@@ -86,10 +83,7 @@ class Agents:
         agent); and, for every caller, the datastore's owner must be the agent's owner."""
         agent = self.get(principal, agent_id)
         with self._db.connection() as conn:
-            datastore = datastore_rows.get(conn, datastore_id)
-            if datastore is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, datastore)
+            datastore = access.datastore(principal, datastore_id, partial(datastore_rows.get, conn))
             access.check_link(agent, datastore)
             access.check_served(datastore)
             link = rows.attach(conn, agent_id, datastore_id)

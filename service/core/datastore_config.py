@@ -1,62 +1,103 @@
-"""Building and validating a datastore's config from a request and the server defaults."""
+"""Building and validating a datastore's config from a request and the server defaults.
+
+The fields, their defaults, limits and update-mask paths come from their one
+definition in ``service.models.DatastoreConfig`` (see service/config_fields.py); this
+module adds the rules that are more than a range: the model and its dimensions, the
+chunking window, ``ef_construction >= 2 * m`` and the text search configuration name.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from service import scoring
+from service import config_fields, scoring
+from service.config_fields import Leaf
 from service.embedding.registry import ModelRegistry
 from service.errors import InvalidArgument
-from service.models import (
-    DEFAULT_BM25_B,
-    DEFAULT_BM25_K1,
-    DEFAULT_RRF_K,
-    NO_MODEL,
-    DatastoreConfig,
-    HnswParams,
-    SearchMode,
-)
+from service.models import NO_MODEL, DatastoreConfig
 from service.settings import Settings
 from service.storage.partitions import BuildResources
+
+FIELDS = config_fields.leaves(DatastoreConfig)
+_BY_PATH = {f.path: f for f in FIELDS}
+# Every update-mask path below "config": each field's, and each group's (all its fields).
+MASK_PATHS = frozenset(
+    [f.mask for f in FIELDS] + [f"config.{g}" for g in config_fields.groups(DatastoreConfig)]
+)
 
 
 @dataclass(frozen=True)
 class ConfigRequest:
-    """What a caller asked for; zero / None means 'the default'."""
+    """What a caller asked for, by field path (``{"chunk_size": 300, "hnsw.m": 8}``).
 
-    embedding_model: str = ""
-    dimensions: int = 0
-    chunk_size: int = 0
-    chunk_overlap: int | None = None
-    search_mode: SearchMode | None = None
-    hnsw_m: int = 0
-    hnsw_ef_construction: int = 0
-    hnsw_ef_search: int = 0
-    low_confidence_fallback: bool | None = None
-    text_search_config: str = ""
-    rrf_k: int = 0
-    bm25_k1: float | None = None
-    bm25_b: float | None = None
+    A path left out, None, or (for a field that is not ``optional``) a zero value
+    means "the default".
+    """
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.values) - set(_BY_PATH))
+        if unknown:
+            raise ValueError(f"not datastore config fields: {unknown}")
+
+    def get(self, path: str) -> Any:
+        """The requested value, or None for "the default"."""
+        value = self.values.get(path)
+        return None if _BY_PATH[path].is_unset(value) else value
+
+    def updated(self, other: ConfigRequest, paths: Iterable[str]) -> ConfigRequest:
+        """This request with ``other``'s values (set or not) for the fields at ``paths``."""
+        return ConfigRequest({**self.values, **{p: other.values.get(p) for p in paths}})
+
+    @classmethod
+    def of(cls, config: DatastoreConfig) -> ConfigRequest:
+        """A request for exactly ``config``."""
+        return cls({f.path: config_fields.get(config, f.path) for f in FIELDS})
+
+
+def masked_fields(paths: Iterable[str]) -> set[str]:
+    """The field paths an update mask selects (``config.hnsw`` selects all three)."""
+    return {f.path for p in paths for f in FIELDS if f.mask == p or f.mask.startswith(f"{p}.")}
 
 
 def build_config(
     request: ConfigRequest, settings: Settings, models: ModelRegistry
 ) -> DatastoreConfig:
     """A complete, validated config; raises InvalidArgument naming the bad field."""
-    model = request.embedding_model or settings.default_embedding_model
+    values = _model_and_chunks(request, settings, models)
+    for f in FIELDS:
+        if f.path in values:
+            continue
+        value = request.get(f.path)
+        if value is None:
+            value = getattr(settings, f.spec.setting) if f.spec.setting else f.default
+        _CHECKS.get(f.path, _check_range)(f, value, values)
+        values[f.path] = value
+    return config_fields.build(DatastoreConfig, values)
+
+
+def _model_and_chunks(
+    request: ConfigRequest, settings: Settings, models: ModelRegistry
+) -> dict[str, Any]:
+    """embedding_model, dimensions, chunk_size and chunk_overlap: defaults and limits
+    that depend on the model."""
+    model: str = request.get("embedding_model") or settings.default_embedding_model
+    requested_dims: int = request.get("dimensions") or 0
     if model == NO_MODEL:
-        if request.dimensions <= 0:
+        if requested_dims <= 0:
             raise InvalidArgument("config.dimensions is required when embedding_model is 'none'")
-        dimensions = request.dimensions
+        dimensions = requested_dims
         max_tokens = settings.default_chunk_size
     else:
         models.check_name(model)  # an unknown name is the caller's mistake: INVALID_ARGUMENT
         embedder = models.get(model)
-        if request.dimensions not in (0, embedder.dimensions):
+        if requested_dims not in (0, embedder.dimensions):
             raise InvalidArgument(
-                f"config.dimensions {request.dimensions} does not match model {model!r}, "
+                f"config.dimensions {requested_dims} does not match model {model!r}, "
                 f"which produces {embedder.dimensions}"
             )
         dimensions = embedder.dimensions
@@ -64,67 +105,53 @@ def build_config(
     if not 1 <= dimensions <= scoring.MAX_DIMENSIONS:
         raise InvalidArgument(f"config.dimensions must be 1..{scoring.MAX_DIMENSIONS}")
 
-    chunk_size = request.chunk_size or min(settings.default_chunk_size, max_tokens)
+    chunk_size = request.get("chunk_size") or min(settings.default_chunk_size, max_tokens)
     if not 8 <= chunk_size <= max_tokens:
         raise InvalidArgument(
             f"config.chunk_size must be 8..{max_tokens} tokens (the model's window), "
             f"got {chunk_size}"
         )
-    overlap = request.chunk_overlap
+    overlap = request.get("chunk_overlap")
     if overlap is None:
         overlap = min(settings.default_chunk_overlap, chunk_size // 4)
     if not 0 <= overlap < chunk_size:
         raise InvalidArgument(
             f"config.chunk_overlap must be >= 0 and < chunk_size ({chunk_size}), got {overlap}"
         )
-    mode = request.search_mode or SearchMode.VECTOR
-    hnsw = HnswParams(
-        m=request.hnsw_m or settings.hnsw_m,
-        ef_construction=request.hnsw_ef_construction or settings.hnsw_ef_construction,
-        ef_search=request.hnsw_ef_search or settings.hnsw_ef_search,
-    )
-    _check_hnsw(hnsw)
-    return DatastoreConfig(
-        embedding_model=model,
-        dimensions=dimensions,
-        chunk_size=chunk_size,
-        chunk_overlap=overlap,
-        search_mode=mode,
-        hnsw=hnsw,
-        low_confidence_fallback=(
-            True if request.low_confidence_fallback is None else request.low_confidence_fallback
-        ),
-        **_keyword_settings(request, settings),
-    )
+    return {
+        "embedding_model": model,
+        "dimensions": dimensions,
+        "chunk_size": chunk_size,
+        "chunk_overlap": overlap,
+    }
 
 
-def _keyword_settings(request: ConfigRequest, settings: Settings) -> dict[str, Any]:
-    """text_search_config (checked against the database by the caller), rrf_k and BM25."""
-    text_config = request.text_search_config or settings.default_text_search_config
-    if len(text_config) > 128 or "\x00" in text_config:
-        raise InvalidArgument("config.text_search_config is not a text search configuration name")
-    rrf_k = request.rrf_k or DEFAULT_RRF_K
-    if not 1 <= rrf_k <= 10_000:
-        raise InvalidArgument(f"config.rrf_k must be 1..10000, got {rrf_k}")
-    k1 = DEFAULT_BM25_K1 if request.bm25_k1 is None else request.bm25_k1
-    if not (math.isfinite(k1) and 0.0 <= k1 <= 10.0):
-        raise InvalidArgument(f"config.bm25_k1 must be 0..10, got {k1}")
-    b = DEFAULT_BM25_B if request.bm25_b is None else request.bm25_b
-    if not (math.isfinite(b) and 0.0 <= b <= 1.0):
-        raise InvalidArgument(f"config.bm25_b must be 0..1, got {b}")
-    return {"text_search_config": text_config, "rrf_k": rrf_k, "bm25_k1": k1, "bm25_b": b}
+def _check_range(f: Leaf, value: Any, _: Mapping[str, Any]) -> None:
+    """The field's own limits (none: anything of its type)."""
+    low, high = f.spec.minimum, f.spec.maximum
+    if low is None or high is None:
+        return
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        raise InvalidArgument(f"{f.mask} must be {low}..{high}, got {value}")
 
 
-def _check_hnsw(hnsw: HnswParams) -> None:
-    if not 2 <= hnsw.m <= 100:
-        raise InvalidArgument(f"config.hnsw.m must be 2..100, got {hnsw.m}")
-    if not 2 * hnsw.m <= hnsw.ef_construction <= 1000:
-        raise InvalidArgument(
-            f"config.hnsw.ef_construction must be 2*m ({2 * hnsw.m})..1000, "
-            f"got {hnsw.ef_construction}"
-        )
-    if not 1 <= hnsw.ef_search <= 1000:
-        raise InvalidArgument(f"config.hnsw.ef_search must be 1..1000, got {hnsw.ef_search}")
+def _check_ef_construction(f: Leaf, value: Any, values: Mapping[str, Any]) -> None:
+    low, high = 2 * values["hnsw.m"], f.spec.maximum
+    assert high is not None
+    if not low <= value <= high:
+        raise InvalidArgument(f"{f.mask} must be 2*m ({low})..{high}, got {value}")
+
+
+def _check_text_search_config(f: Leaf, value: Any, _: Mapping[str, Any]) -> None:
+    # Checked against the database's pg_ts_config by the caller.
+    if len(value) > 128 or "\x00" in value:
+        raise InvalidArgument(f"{f.mask} is not a text search configuration name")
+
+
+_CHECKS: dict[str, Callable[[Leaf, Any, Mapping[str, Any]], None]] = {
+    "hnsw.ef_construction": _check_ef_construction,
+    "text_search_config": _check_text_search_config,
+}
 
 
 def index_build_resources(settings: Settings) -> BuildResources:

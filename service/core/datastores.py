@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from uuid import UUID
 
 from service.core import access
-from service.core.datastore_config import ConfigRequest, build_config, index_build_resources
+from service.core.datastore_config import (
+    MASK_PATHS,
+    ConfigRequest,
+    build_config,
+    index_build_resources,
+    masked_fields,
+)
 from service.core.lookup_cache import LookupCache
 from service.core.reembed_rules import reembed_decision
 from service.core.reembedding import Reembedding
@@ -19,7 +26,7 @@ from service.core.validation import (
     check_threshold,
 )
 from service.embedding.registry import ModelRegistry
-from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.errors import FailedPrecondition, InvalidArgument
 from service.models import (
     KNOWN_DATASTORE_TYPES,
     NO_MODEL,
@@ -44,22 +51,6 @@ _TOP_LEVEL_PATHS = {
     "similarity_threshold",
     "max_results",
 }
-_CONFIG_PATHS = {
-    "config.embedding_model": ("embedding_model",),
-    "config.dimensions": ("dimensions",),
-    "config.chunk_size": ("chunk_size",),
-    "config.chunk_overlap": ("chunk_overlap",),
-    "config.search_mode": ("search_mode",),
-    "config.hnsw": ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"),
-    "config.hnsw.m": ("hnsw_m",),
-    "config.hnsw.ef_construction": ("hnsw_ef_construction",),
-    "config.hnsw.ef_search": ("hnsw_ef_search",),
-    "config.low_confidence_fallback": ("low_confidence_fallback",),
-    "config.text_search_config": ("text_search_config",),
-    "config.rrf_k": ("rrf_k",),
-    "config.bm25_k1": ("bm25_k1",),
-    "config.bm25_b": ("bm25_b",),
-}
 
 
 @dataclass(frozen=True)
@@ -73,24 +64,6 @@ class DatastoreFields:
     similarity_threshold: float | None = None
     max_results: int | None = None
     config: ConfigRequest = field(default_factory=ConfigRequest)
-
-
-def config_request_from(config: DatastoreConfig) -> ConfigRequest:
-    return ConfigRequest(
-        embedding_model=config.embedding_model,
-        dimensions=config.dimensions,
-        chunk_size=config.chunk_size,
-        chunk_overlap=config.chunk_overlap,
-        search_mode=config.search_mode,
-        hnsw_m=config.hnsw.m,
-        hnsw_ef_construction=config.hnsw.ef_construction,
-        hnsw_ef_search=config.hnsw.ef_search,
-        low_confidence_fallback=config.low_confidence_fallback,
-        text_search_config=config.text_search_config,
-        rrf_k=config.rrf_k,
-        bm25_k1=config.bm25_k1,
-        bm25_b=config.bm25_b,
-    )
 
 
 class Datastores:
@@ -161,11 +134,10 @@ class Datastores:
     def get(self, principal: Principal, datastore_id: UUID, *, counts: bool = True) -> Datastore:
         """The datastore, with its counts and its latest re-embedding job when ``counts``."""
         with self._db.connection() as conn:
-            datastore = rows.get(conn, datastore_id, counts=counts)
+            datastore = access.datastore(
+                principal, datastore_id, partial(rows.get, conn, counts=counts)
+            )
             job = reembed_rows.get_job(conn, datastore_id) if counts else None
-        if datastore is None:
-            raise NotFound(f"datastore {datastore_id} not found")
-        access.check_datastore(principal, datastore)
         return dataclasses.replace(datastore, reembed=job)
 
     def list_page(self, principal: Principal, size: int, token: str) -> Page[Datastore]:
@@ -178,15 +150,16 @@ class Datastores:
     ) -> Datastore:
         if not paths:
             raise InvalidArgument("update_mask must name at least one field")
-        unknown = [p for p in paths if p not in _TOP_LEVEL_PATHS | set(_CONFIG_PATHS) | {"config"}]
+        unknown = [p for p in paths if p not in _TOP_LEVEL_PATHS | MASK_PATHS | {"config"}]
         if unknown:
             raise InvalidArgument(f"update_mask has fields that cannot be updated: {unknown}")
         with self._db.connection() as conn:
-            current = rows.get(conn, datastore_id, counts=True, lock=True)
-            if current is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, current)
-            access.check_served(current)
+            current = access.datastore(
+                principal,
+                datastore_id,
+                partial(rows.get, conn, counts=True, lock=True),
+                served=True,
+            )
             changes = self._top_level_changes(fields, paths)
             config = self._updated_config(current, fields, paths)
             job = reembed_rows.get_job(conn, datastore_id, lock=True)
@@ -250,26 +223,22 @@ class Datastores:
     ) -> DatastoreConfig:
         if not any(p == "config" or p.startswith("config.") for p in paths):
             return current.config
-        request = config_request_from(current.config)
         if "config" in paths:
             request = fields.config
         else:
-            chosen = {a for p in paths for a in _CONFIG_PATHS.get(p, ())}
-            request = dataclasses.replace(request, **{a: getattr(fields.config, a) for a in chosen})
-            if "dimensions" not in chosen and request.embedding_model not in (
+            chosen = masked_fields(paths)
+            request = ConfigRequest.of(current.config).updated(fields.config, chosen)
+            if "dimensions" not in chosen and request.get("embedding_model") not in (
                 current.config.embedding_model,
                 NO_MODEL,
             ):
                 # Another model alone: its own dimensions, not the old model's.
-                request = dataclasses.replace(request, dimensions=0)
+                request = request.updated(ConfigRequest(), ["dimensions"])
         return build_config(request, self._settings, self._models)
 
     def delete(self, principal: Principal, datastore_id: UUID) -> None:
         with self._db.connection() as conn:
-            current = rows.get(conn, datastore_id, lock=True)
-            if current is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, current)
+            access.datastore(principal, datastore_id, partial(rows.get, conn, lock=True))
             reembed_rows.drop_shadow(conn, datastore_id)
             partitions.drop_partition(conn, datastore_id)
             rows.delete(conn, datastore_id)

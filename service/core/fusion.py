@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from service.storage.search import Candidate
+from service.storage.candidates import Candidate
 
 
 def reciprocal_rank_fusion(

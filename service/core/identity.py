@@ -12,7 +12,7 @@ from uuid import UUID
 
 from service.core.jwt_auth import TokenVerifier
 from service.core.lookup_cache import LookupCache
-from service.errors import InvalidArgument, NotFound, Unauthenticated
+from service.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from service.models import Principal, Role
 from service.storage import users
 from service.storage.database import Database
@@ -89,7 +89,7 @@ class Identity:
     def create_user(self, email: str | None) -> UUID:
         with self._db.connection() as conn:
             if email and users.find_user(conn, email):
-                raise InvalidArgument(f"a user with email {email!r} already exists")
+                raise AlreadyExists(f"a user with email {email!r} already exists")
             return users.create_user(conn, email)
 
     def find_user(self, email: str) -> UUID:

@@ -1,10 +1,14 @@
-"""Document ingestion: validate, skip unchanged (content hash), chunk, embed, write atomically."""
+"""Document ingestion: validate, skip unchanged (content hash), chunk, embed, write atomically.
+
+Reading and deleting stored documents is ``core/documents.py``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 from collections.abc import Sequence
+from functools import partial
 from uuid import UUID
 
 from service import metrics
@@ -16,7 +20,12 @@ from service.core.prepared import (
     content_sha256,
     unchanged_result,
 )
-from service.core.validation import check_metadata, check_text, check_vector
+from service.core.validation import (
+    MAX_EXTERNAL_ID_BYTES,
+    check_metadata,
+    check_text,
+    check_vector,
+)
 from service.embedding.worker import EmbeddingWorker
 from service.errors import (
     Aborted,
@@ -32,29 +41,22 @@ from service.errors import (
 from service.models import (
     NO_MODEL,
     Datastore,
-    Document,
     DocumentInput,
     DocumentResult,
     IngestStatus,
-    Page,
     Principal,
-    StoredChunk,
 )
 from service.settings import Settings
 from service.storage import datastores as datastore_rows
 from service.storage import documents as rows
 from service.storage.database import Database
-from service.storage.pagination import page_size
 from service.storage.replicas import ReadPools
-
-# In UTF-8 bytes: the (datastore_id, external_id) index refuses rows above ~2.7 KB,
-# which 1,024 characters of CJK text would pass.
-MAX_EXTERNAL_ID_BYTES = 1024
 
 _log = logging.getLogger(__name__)
 
 
-def _failed(external_id: str, error: Exception) -> DocumentResult:
+def _refused_by_database(external_id: str, error: Exception) -> DocumentResult:
+    """The FAILED result of a document the database refused to store (and a log line)."""
     # Unavailable wraps the database's own message
     reason = error.__cause__ if isinstance(error, Unavailable) and error.__cause__ else error
     _log.info("document %r refused by the database: %s", external_id, reason)
@@ -92,18 +94,16 @@ class Ingestion:
         reads: ReadPools | None = None,
     ) -> None:
         self._db = db
-        self._reads = reads or ReadPools(db)  # GetDocument and ListDocuments
+        self._reads = reads or ReadPools(db)  # the read-your-writes token
         self._embeddings = embeddings
         self._settings = settings
 
     def datastore_for_write(self, principal: Principal, datastore_id: UUID) -> Datastore:
+        """The datastore, if the caller may write into it and this service serves it."""
         with self._db.connection() as conn:
-            datastore = datastore_rows.get(conn, datastore_id)
-        if datastore is None:
-            raise NotFound(f"datastore {datastore_id} not found")
-        access.check_datastore(principal, datastore)
-        access.check_served(datastore)
-        return datastore
+            return access.datastore(
+                principal, datastore_id, partial(datastore_rows.get, conn), served=True
+            )
 
     def ingest(
         self, principal: Principal, datastore_id: UUID, docs: Sequence[DocumentInput]
@@ -273,7 +273,7 @@ class Ingestion:
         except Exception as e:
             self._raise_unless_refused(e)
             if len(docs) == 1:
-                return [_failed(docs[0].doc.external_id, e)]
+                return [_refused_by_database(docs[0].doc.external_id, e)]
             _log.warning("batch of %d documents refused (%s); retrying one by one", len(docs), e)
         results = []
         for p in docs:
@@ -281,7 +281,7 @@ class Ingestion:
                 results.extend(self.store(datastore, [p]))
             except Exception as e:
                 self._raise_unless_refused(e)
-                results.append(_failed(p.doc.external_id, e))
+                results.append(_refused_by_database(p.doc.external_id, e))
         return results
 
     def _raise_unless_refused(self, error: Exception) -> None:
@@ -294,59 +294,3 @@ class Ingestion:
             raise error
         if isinstance(error, not_the_data) or not self._db.ping():
             raise error
-
-    # ------------------------------------------------------------ reads and deletes
-
-    def get(
-        self, principal: Principal, datastore_id: UUID, external_id: str, with_chunks: bool
-    ) -> tuple[Document, list[StoredChunk]]:
-        self._readable(principal, datastore_id)
-        check_text(external_id, "external_id", max_bytes=MAX_EXTERNAL_ID_BYTES)
-
-        def read(db: Database) -> tuple[Document | None, list[StoredChunk]]:
-            with db.connection() as conn:
-                doc = rows.get(conn, datastore_id, external_id)
-                if doc is None or not with_chunks:
-                    return doc, []
-                return doc, rows.chunks(conn, datastore_id, doc.id)
-
-        doc, chunks = self._reads.run(read)
-        if doc is None:
-            raise NotFound(f"document {external_id!r} not found in datastore {datastore_id}")
-        return doc, chunks
-
-    def list_page(
-        self, principal: Principal, datastore_id: UUID, size: int, token: str
-    ) -> Page[Document]:
-        self._readable(principal, datastore_id)
-
-        def read(db: Database) -> Page[Document]:
-            with db.connection() as conn:
-                return rows.list_page(conn, datastore_id, page_size(size), token)
-
-        return self._reads.run(read)
-
-    def delete(
-        self, principal: Principal, datastore_id: UUID, external_ids: Sequence[str]
-    ) -> tuple[int, list[str]]:
-        if not external_ids:
-            raise InvalidArgument("external_ids must not be empty")
-        if len(external_ids) > self._settings.max_documents_per_request:
-            raise InvalidArgument(
-                f"external_ids: at most {self._settings.max_documents_per_request} per request"
-            )
-        for i, external_id in enumerate(external_ids):
-            check_text(external_id, f"external_ids[{i}]", max_bytes=MAX_EXTERNAL_ID_BYTES)
-        self.datastore_for_write(principal, datastore_id)
-        with self._db.connection() as conn:
-            deleted = rows.delete(conn, datastore_id, external_ids)
-        gone = set(deleted)
-        return len(deleted), [e for e in dict.fromkeys(external_ids) if e not in gone]
-
-    def _readable(self, principal: Principal, datastore_id: UUID) -> Datastore:
-        with self._db.connection() as conn:
-            datastore = datastore_rows.get(conn, datastore_id)
-        if datastore is None:
-            raise NotFound(f"datastore {datastore_id} not found")
-        access.check_datastore(principal, datastore)
-        return datastore

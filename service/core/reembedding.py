@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 from uuid import UUID
 
 from service.core.datastore_config import index_build_resources
@@ -37,10 +36,7 @@ from service.models import Datastore, DatastoreConfig, ReembedStatus, Vector
 from service.settings import Settings
 from service.storage import datastores as datastore_rows
 from service.storage import reembed as store
-from service.storage.database import Database
-
-if TYPE_CHECKING:
-    import psycopg
+from service.storage.database import Connection, Database
 
 _log = logging.getLogger(__name__)
 
@@ -78,9 +74,7 @@ class Reembedding:
 
     # ------------------------------------------------------------ called by Datastores
 
-    def plan(
-        self, conn: psycopg.Connection, current: Datastore, target: DatastoreConfig
-    ) -> ReembedStatus:
+    def plan(self, conn: Connection, current: Datastore, target: DatastoreConfig) -> ReembedStatus:
         """Record a job moving ``current`` to ``target``'s model, in the caller's
         transaction (which holds the datastore row); ``launch`` it after commit."""
         job = ReembedStatus(
@@ -96,20 +90,16 @@ class Reembedding:
         store.create_shadow(conn, current.id)
         return job
 
-    def cancel_in(self, conn: psycopg.Connection, datastore_id: UUID) -> bool:
+    def cancel_in(self, conn: Connection, datastore_id: UUID) -> bool:
         """Cancel the datastore's running job in the caller's transaction (which holds
         the datastore row); False when none runs."""
         job = store.get_job(conn, datastore_id, lock=True)
         if job is None or not job.running:
             return False
         store.set_state(conn, datastore_id, "cancelled")
-        try:
-            # A savepoint: the shadow may be locked for a while (its HNSW index being
-            # built); then the job's thread drops it when it sees the cancel.
-            with conn.transaction(), store.bounded_lock_waits(conn, _LOCK_WAIT_MS):
-                store.drop_shadow(conn, datastore_id)
-        except store.LockBusy:
-            pass
+        # The shadow may be locked for a while (its HNSW index being built); then the
+        # job's thread drops it when it sees the cancel.
+        store.try_drop_shadow(conn, datastore_id, _LOCK_WAIT_MS)
         return True
 
     def cancel(self, datastore_id: UUID) -> bool:
@@ -299,7 +289,7 @@ class Reembedding:
         datastore_id: UUID,
         job: ReembedStatus,
         chunks: Sequence[store.ChunkText],
-        conn: psycopg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> int:
         rows = self._embed(job, chunks)
         if conn is not None:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-from dataclasses import dataclass
 from uuid import UUID
 
 from service import metadata_filter, metrics
-from service.core import access, query_limits, search_modes
+from service.core import access, query_limits, query_plan
 from service.core.lookup_cache import LookupCache
+from service.core.query_plan import Plan
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, ModelSwitched, NotFound
+from service.errors import InvalidArgument, ModelSwitched
 from service.models import (
     NO_MODEL,
     Datastore,
     DatastoreReport,
-    Hit,
     Principal,
     QueryResult,
     QuerySpec,
@@ -25,22 +22,14 @@ from service.models import (
     Vector,
 )
 from service.settings import Settings
-from service.storage import search
+from service.storage import search_plan
+from service.storage.candidates import Candidate
 from service.storage.database import Database
 from service.storage.filters import Compiled, compile_filter
 from service.storage.replicas import ReadPools, parse_token
 
 MAX_QUERY_CHARS = 65_536
-FALLBACK_HITS = 3
 _DISTINCT_OVERFETCH = 4  # see Retrieval._depth
-
-
-@dataclass(frozen=True)
-class _Plan:
-    datastore: Datastore
-    max_results: int
-    threshold: float
-    mode: SearchMode = SearchMode.VECTOR
 
 
 class Retrieval:
@@ -58,14 +47,10 @@ class Retrieval:
         self._embeddings = embeddings
         self._lookups = lookups
         self._settings = settings
-        # Queries in progress: a lone one embeds on its own thread (see EmbeddingWorker).
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
 
     def query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
-        with self._in_flight_lock:
-            self._in_flight += 1
-        try:
+        # A query alone in flight embeds on this thread (see EmbeddingWorker.query).
+        with self._embeddings.query():
             try:
                 result = self._query(principal, spec)
             except ModelSwitched:
@@ -77,9 +62,6 @@ class Retrieval:
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
 
     def _query(self, principal: Principal, spec: QuerySpec) -> QueryResult:
         self._check_spec(spec)
@@ -95,32 +77,14 @@ class Retrieval:
     def _search(
         self, spec: QuerySpec, where: Compiled | None, datastores: list[Datastore]
     ) -> QueryResult:
-        plans = [_plan(d, spec) for d in datastores]
+        plans = [query_plan.plan(d, spec) for d in datastores]
         clock = metrics.StageClock(metrics.mode_label(p.mode for p in plans))
         vectors = self._query_vectors(
             spec, [p.datastore for p in plans if p.mode is not SearchMode.KEYWORD]
         )
         clock.lap("embed" if spec.vector is None and vectors else None)
-        one_vector_search = len(plans) == 1 and plans[0].mode is SearchMode.VECTOR
-        if one_vector_search and where is None and not spec.exact:
-            # The common agent query: the search statement alone, no pipeline.
-            plan = plans[0]
-
-            def alone(db: Database) -> list[search.Candidate]:
-                with db.autocommit() as conn:
-                    return search.search_alone(
-                        conn,
-                        plan.datastore,
-                        vectors[plan.datastore.id],
-                        k=self._depth(plan, spec),
-                        threshold=plan.threshold,
-                    )
-
-            found = self._reads.run(alone, token=spec.consistency_token)
-            clock.lap("database")
-            return self._merge([(plan, self._finish(plan, spec, found))], spec, clock)
         requests = [
-            search_modes.DatastoreSearch(
+            query_plan.DatastoreSearch(
                 datastore=plan.datastore,
                 mode=plan.mode,
                 k=self._depth(plan, spec),
@@ -133,37 +97,24 @@ class Retrieval:
             )
             for plan in plans
         ]
-
-        def pipelined(db: Database) -> list[list[search.Candidate]]:
-            # Every datastore's search is queued before any is collected: one round trip
-            # to the database for the whole query (a short filtered search adds one).
-            with db.pipeline() as (conn, pipeline):
-                pending = [search_modes.submit(conn, request) for request in requests]
-                pipeline.sync()
-                return [collect() for collect in pending]
-
-        found_each = self._reads.run(pipelined, token=spec.consistency_token)
+        searches = query_plan.searches(requests)
+        found = self._reads.run(
+            lambda db: search_plan.run(db, searches), token=spec.consistency_token
+        )
+        found_each = query_plan.fused(requests, found)
         per_datastore = [
-            (plan, self._finish(plan, spec, found))
+            (plan, query_plan.finish(plan, spec, found))
             for plan, found in zip(plans, found_each, strict=True)
         ]
         clock.lap("database")
         return self._merge(per_datastore, spec, clock)
 
-    def _depth(self, plan: _Plan, spec: QuerySpec) -> int:
+    def _depth(self, plan: Plan, spec: QuerySpec) -> int:
         """Candidates to fetch: distinct_documents over-fetches chunks so that
         max_results distinct documents usually remain."""
         if spec.distinct_documents:
             return min(plan.max_results * _DISTINCT_OVERFETCH, self._settings.max_results_cap)
         return plan.max_results
-
-    @staticmethod
-    def _finish(
-        plan: _Plan, spec: QuerySpec, found: list[search.Candidate]
-    ) -> list[search.Candidate]:
-        if spec.distinct_documents:
-            found = _best_chunk_per_document(found)
-        return _cut(found, plan.max_results)
 
     def _check_spec(self, spec: QuerySpec) -> None:
         parse_token(spec.consistency_token)  # a malformed token: INVALID_ARGUMENT, early
@@ -190,12 +141,9 @@ class Retrieval:
             raise InvalidArgument("name a target: datastore_ids or agent_id")
         datastores = []
         for datastore_id in dict.fromkeys(spec.datastore_ids):
-            datastore = self._lookups.datastore(datastore_id)
-            if datastore is None:
-                raise NotFound(f"datastore {datastore_id} not found")
-            access.check_datastore(principal, datastore)
-            access.check_served(datastore)
-            datastores.append(datastore)
+            datastores.append(
+                access.datastore(principal, datastore_id, self._lookups.datastore, served=True)
+            )
         return datastores, []
 
     def _agent_datastores(
@@ -203,11 +151,9 @@ class Retrieval:
     ) -> tuple[list[Datastore], list[DatastoreReport]]:
         """The agent's links this service serves; the others (Agentopia's pinecone/getzep
         links, and links the isolation rule forbids) are skipped with a reason."""
-        found = self._lookups.agent(agent_id)
-        if found is None:
-            raise NotFound(f"agent {agent_id} not found")
-        agent, linked = found
-        access.check_agent(principal, agent)
+        found = self._lookups.agent(agent_id)  # the agent and its links, cached together
+        agent = access.agent(principal, agent_id, lambda _: found[0] if found else None)
+        linked = found[1] if found else ()
         served: list[Datastore] = []
         skipped: list[DatastoreReport] = []
         for datastore_id in linked:
@@ -239,101 +185,21 @@ class Retrieval:
                     "query it with a vector, not text"
                 )
             if model not in by_model:
-                by_model[model] = self._embeddings.embed_query(
-                    model, spec.text, alone=self._in_flight == 1
-                )
+                by_model[model] = self._embeddings.embed_query(model, spec.text)
             out[d.id] = by_model[model]
         return out
 
+    @staticmethod
     def _merge(
-        self,
-        per_datastore: list[tuple[_Plan, list[search.Candidate]]],
+        per_datastore: list[tuple[Plan, list[Candidate]]],
         spec: QuerySpec,
-        clock: metrics.StageClock | None = None,
+        clock: metrics.StageClock,
     ) -> QueryResult:
-        """Passing hits of every datastore by score; fallback hits only when none passed."""
-        passing = [c.hit for _, found in per_datastore for c in found if c.passes]
-        fallback = False
-        if not passing:
-            fallback = True
-            passing = [
-                _flagged(c.hit)
-                for plan, found in per_datastore
-                if plan.datastore.config.low_confidence_fallback
-                for c in found[: min(FALLBACK_HITS, plan.max_results)]
-            ]
-        if len({plan.mode for plan, _ in per_datastore}) > 1:
-            # Scores of different modes do not compare: interleave by rank instead.
-            ranks = {
-                (c.hit.datastore_id, c.hit.chunk_id): rank
-                for _, found in per_datastore
-                for rank, c in enumerate(found)
-            }
-            passing.sort(key=lambda h: (ranks[(h.datastore_id, h.chunk_id)], -h.score, h.chunk_id))
-        else:
-            passing.sort(key=lambda h: (-h.score, h.chunk_id))
-        # Each datastore already contributed at most its own max_results; a request
-        # override also bounds the merged list. Fallback hits: the best min(3, max_results).
-        limit = spec.max_results
-        if fallback:
-            widest = max((p.max_results for p, _ in per_datastore), default=0)
-            limit = min(FALLBACK_HITS, limit if limit is not None else widest)
-        hits = passing if limit is None else passing[:limit]
-        reports = [
-            DatastoreReport(
-                datastore_id=plan.datastore.id,
-                metric=plan.datastore.metric,
-                similarity_threshold=plan.threshold,
-                max_results=plan.max_results,
-                hit_count=(count := sum(1 for h in hits if h.datastore_id == plan.datastore.id)),
-                fallback=fallback and count > 0,
-                mode=plan.mode,
-            )
-            for plan, _ in per_datastore
-        ]
-        if clock is not None:
-            clock.lap("merge")
-        return QueryResult(hits, reports)
-
-
-def _plan(datastore: Datastore, spec: QuerySpec) -> _Plan:
-    """The settings applied to one datastore. A query vector implies VECTOR mode;
-    keyword mode has no vector score, so no threshold applies to it."""
-    mode = spec.mode or (SearchMode.VECTOR if spec.vector is not None else None)
-    mode = mode or datastore.config.search_mode
-    threshold = (
-        spec.similarity_threshold
-        if spec.similarity_threshold is not None
-        else datastore.similarity_threshold
-    )
-    return _Plan(
-        datastore,
-        spec.max_results if spec.max_results is not None else datastore.max_results,
-        0.0 if mode is SearchMode.KEYWORD else threshold,
-        mode,
-    )
+        result = query_plan.merge(per_datastore, spec)
+        clock.lap("merge")
+        return result
 
 
 def _compiled_filter(spec: QuerySpec) -> Compiled | None:
     tree = metadata_filter.parse(spec.filter)
     return None if tree is None else compile_filter(tree)
-
-
-def _cut(found: list[search.Candidate], n: int) -> list[search.Candidate]:
-    """The best n passing candidates; or, when none passes, the best n (fallback pool)."""
-    passing = [c for c in found if c.passes][:n]
-    return passing if passing else found[:n]
-
-
-def _flagged(hit: Hit) -> Hit:
-    return dataclasses.replace(hit, below_threshold=True)
-
-
-def _best_chunk_per_document(found: list[search.Candidate]) -> list[search.Candidate]:
-    seen: set[UUID] = set()
-    out = []
-    for c in found:  # already best first
-        if c.hit.document_id not in seen:
-            seen.add(c.hit.document_id)
-            out.append(c)
-    return out

@@ -164,7 +164,8 @@ class _Batch:
         return [e.prepared for e in self.entries if e.prepared is not None]
 
 
-def _failed(external_id: str, error: Exception | str) -> DocumentResult:
+def _failed_result(external_id: str, error: Exception | str) -> DocumentResult:
+    """A FAILED result whose message is ``error``: this document fails, the stream goes on."""
     return DocumentResult(external_id, IngestStatus.FAILED, error=str(error))
 
 
@@ -304,7 +305,7 @@ class StreamIngest:
                 self._ingestion.validate(doc, datastore, f"documents[{start + offset}]")
                 valid.append((entry, doc, content_sha256(doc, datastore)))
             except InvalidArgument as e:
-                entry.result = _failed(doc.external_id, e)
+                entry.result = _failed_result(doc.external_id, e)
         ids = [doc.external_id for _, doc, _ in valid]
         stored = self._ingestion.stored_versions(datastore, ids)
         for entry, doc, sha in valid:
@@ -314,7 +315,7 @@ class StreamIngest:
             try:
                 entry.prepared = self._ingestion.prepare(doc, datastore, sha)
             except InvalidArgument as e:
-                entry.result = _failed(doc.external_id, e)
+                entry.result = _failed_result(doc.external_id, e)
         return entries
 
     def _embed(self, datastore: Datastore, inbox: _Pipe[_Batch], out: _Pipe[_Batch]) -> None:
@@ -339,7 +340,7 @@ class StreamIngest:
                 raise
             except Exception as e:
                 entry.prepared = None
-                entry.result = _failed(entry.external_id, f"cannot embed: {e}")
+                entry.result = _failed_result(entry.external_id, f"cannot embed: {e}")
 
     def _write(
         self, datastore: Datastore, inbox: _Pipe[_Batch], out: _Pipe[list[DocumentResult]]

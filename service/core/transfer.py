@@ -23,7 +23,7 @@ from uuid import UUID
 import numpy as np
 
 from service.core.datastore_config import ConfigRequest
-from service.core.datastores import DatastoreFields, Datastores, config_request_from
+from service.core.datastores import DatastoreFields, Datastores
 from service.core.ingestion import Ingestion
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.models import (
@@ -147,7 +147,7 @@ class Importer:
                 metric=Metric(settings.get("similarity_metric", Metric.COSINE.value)),
                 similarity_threshold=float(settings.get("similarity_threshold", 0.0)),
                 max_results=int(settings.get("max_results", 0)) or None,
-                config=config_request_from(config),
+                config=ConfigRequest.of(config),
             ),
         )
         docs = (_exported_document(n, record) for n, record in numbered)
@@ -168,7 +168,7 @@ class Importer:
             DatastoreFields(
                 name=name or "pinecone-import",
                 metric=metric,
-                config=ConfigRequest(embedding_model=NO_MODEL, dimensions=dimensions),
+                config=ConfigRequest({"embedding_model": NO_MODEL, "dimensions": dimensions}),
             ),
         )
         records = _chain(first, numbered)

@@ -16,6 +16,9 @@ from service.models import JsonObject, Metric, Vector
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 10_000
 MAX_INSTRUCTIONS_CHARS = 100_000
+# A document's external_id, in UTF-8 bytes: the (datastore_id, external_id) index
+# refuses rows above ~2.7 KB, which 1,024 characters of CJK text would pass.
+MAX_EXTERNAL_ID_BYTES = 1024
 
 
 def parse_uuid(value: str, field: str) -> UUID:

@@ -11,10 +11,11 @@ bounded wait to fill it); the default of 1 is what measured fastest. Large jobs
 small jobs go first between two slices, so a query never waits behind a whole
 ingestion batch.
 
-A query that is the only one in flight (the caller knows) runs on the calling
-thread with every core when nothing else is running or queued: handing it to a
-lane and back costs two thread wake-ups, and one query on all cores is faster
-than on one.
+Callers mark each query with ``with worker.query():``; a query that is the only
+one in flight runs on the calling thread with every core when nothing else is
+running or queued: handing it to a lane and back costs two thread wake-ups, and
+one query on all cores is faster than on one. Query vectors are kept in a small
+cache (``QueryCache``).
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service import metrics
+from service.embedding.query_cache import QueryCache
 from service.embedding.registry import ModelRegistry
 from service.errors import Unavailable
 from service.models import Vector
@@ -46,6 +49,22 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+class _QueriesInFlight:
+    """Counts the queries in progress (a context manager; re-entrant, no state per use)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
 
 
 @dataclass(eq=False)  # jobs are compared by identity
@@ -86,9 +105,8 @@ class EmbeddingWorker:
         query_cache_size: int = 1024,
     ) -> None:
         self.registry = registry
-        self._cache_size = query_cache_size
-        self._cache: OrderedDict[tuple[str, str], Vector] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = QueryCache(query_cache_size)
+        self._queries = _QueriesInFlight()
         self._batch_size = batch_size
         self._query_batch = query_batch
         self._max_wait_s = max_wait_s
@@ -127,22 +145,35 @@ class EmbeddingWorker:
             self._small.clear()
             self._bulk.clear()
 
-    def embed(
-        self,
-        model: str,
-        texts: Sequence[str],
-        *,
-        alone: bool = False,
-        kind: str = "ingest",
-        bulk: bool = False,
-    ) -> Vector:
-        """Embed ``texts`` with ``model`` (blocking the caller, not the worker's other users).
+    def query(self) -> AbstractContextManager[None]:
+        """Mark a query in progress for the ``with`` block (``embed_query`` inside it).
 
-        ``alone``: no other query is in flight, so none could share the run: when no
-        model is running, run on this thread. ``kind`` ('query' or 'ingest') labels
-        the run in the metrics. ``bulk``: background work (re-embedding), queued behind
-        queries however few its texts.
+        A query that is the only one in flight embeds on the calling thread when no
+        model is running: no hand-over to a lane.
         """
+        return self._queries
+
+    def embed_query(self, model: str, text: str) -> Vector:
+        """One query's embedding, from the query cache when the same text recurs."""
+        vector = self._cache.get(model, text)
+        if vector is None:
+            alone = self._queries.count == 1
+            vector = self._embed(model, [text], alone=alone, kind="query")[0]
+            self._cache.put(model, text, vector)
+        return vector
+
+    def embed(self, model: str, texts: Sequence[str], *, bulk: bool = False) -> Vector:
+        """Embed ingestion texts with ``model`` (blocking the caller, not the worker's
+        other users). ``bulk``: background work (re-embedding), queued behind queries
+        however few its texts."""
+        return self._embed(model, texts, alone=False, kind="ingest", bulk=bulk)
+
+    def _embed(
+        self, model: str, texts: Sequence[str], *, alone: bool, kind: str, bulk: bool = False
+    ) -> Vector:
+        """``alone``: no other query is in flight, so none could share the run: when no
+        model is running, run on this thread. ``kind`` ('query' or 'ingest') labels
+        the run in the metrics."""
         if self._stopped:
             raise Unavailable(_SHUTTING_DOWN)
         embedder = self.registry.get(model)
@@ -170,25 +201,6 @@ class EmbeddingWorker:
                 self._cond.notify_all()
         result: Vector = job.future.result()
         return result
-
-    def embed_query(self, model: str, text: str, *, alone: bool = False) -> Vector:
-        """One query's embedding, from a small LRU cache when the same text recurs."""
-        key = (model, text)
-        with self._cache_lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                metrics.count_query_cache(hit=True)
-                return cached
-        metrics.count_query_cache(hit=False)
-        vector: Vector = self.embed(model, [text], alone=alone, kind="query")[0]
-        if self._cache_size:
-            vector.setflags(write=False)  # shared between callers
-            with self._cache_lock:
-                self._cache[key] = vector
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        return vector
 
     def _claim_if_idle(self) -> bool:
         with self._cond:

@@ -8,15 +8,19 @@ errors leave this module as the service's own (:mod:`service.errors`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeAlias
 
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from service import call_scope
@@ -37,16 +41,23 @@ from service.storage.statement_guard import WATCHDOG, StatementGuard
 # ends the wait (UNAVAILABLE at once) instead of the pool timeout.
 _WAIT_SLICE_S = 0.25
 
+# A connection back in the pool for less than this is lent again without the
+# ``SELECT 1`` check: that check is a round trip, a large share of a query's database
+# time. A database restart makes a connection fail only after a pause longer than this
+# (and the calls meanwhile fail fast, on the availability probe), so the connections
+# lent after it are checked again.
+CHECK_AFTER_IDLE_S = 1.0
+
 # SQLSTATEs that mean the server itself is gone or not accepting work.
 _SERVER_GONE = ("57P01", "57P02", "57P03")
+
+# A borrowed connection, as storage functions take it: the core only passes it on from
+# ``Database.connection()`` to them (within one transaction), never uses the driver.
+Connection: TypeAlias = psycopg.Connection[TupleRow]
 
 
 def _configure(conn: psycopg.Connection) -> None:
     register_vector(conn)
-
-
-def _reset(conn: psycopg.Connection) -> None:
-    conn.autocommit = False  # ``autocommit()`` and ``pipeline()`` lend it in autocommit mode
 
 
 def _options(conninfo: str, statement_timeout_s: float) -> str:
@@ -76,6 +87,10 @@ class Database:
         self._availability = Availability(
             conninfo, interval_s=probe_interval_s, on_recovered=self._renew_pool
         )
+        # When each pooled connection was last given back in good order.
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ConnectionPool:
@@ -87,12 +102,14 @@ class Database:
             open=False,
             kwargs={"options": _options(self.conninfo, self.statement_timeout_s)},
             configure=_configure,
-            reset=_reset,
             check=self._check,
             name="retrieval",
         )
 
     def _check(self, conn: psycopg.Connection) -> None:
+        returned = self._returned.get(conn)
+        if returned is not None and time.monotonic() - returned < CHECK_AFTER_IDLE_S:
+            return
         try:
             ConnectionPool.check_connection(conn)
         except Exception:
@@ -131,6 +148,7 @@ class Database:
             try:
                 with conn, self._guarded(conn, call):
                     yield conn
+                self._returned[conn] = time.monotonic()  # in good order
             finally:
                 pool.putconn(conn)
         except psycopg.Error as e:
@@ -218,7 +236,14 @@ class Database:
         """A pooled connection in autocommit mode: each statement commits on its own."""
         with self.connection() as conn:
             conn.autocommit = True
-            yield conn
+            try:
+                yield conn
+            finally:
+                # Back to transactions before the pool takes it: done here, not in a pool
+                # ``reset`` callback, which psycopg_pool runs on a worker thread (a thread
+                # wake-up on every query's way out).
+                with contextlib.suppress(psycopg.Error):  # a broken one is discarded anyway
+                    conn.autocommit = False
 
     @contextmanager
     def pipeline(self) -> Iterator[tuple[psycopg.Connection, psycopg.Pipeline]]:

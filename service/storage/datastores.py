@@ -7,38 +7,40 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from service.models import Datastore, DatastoreConfig, Metric, Page
 from service.storage.pagination import KEYSET_CREATED_ID, decode_token, encode_token
 
-_COLUMNS = (
+_COLUMNS = sql.SQL(
     "d.id, d.user_id, d.name, d.description, d.type, d.config, d.similarity_metric,"
     " d.similarity_threshold, d.max_results, d.created_at, d.updated_at"
 )
-_COUNTS = (
-    ", (SELECT count(*) FROM public.datastore_documents x WHERE x.datastore_id = d.id),"
+_COUNTS = sql.SQL(
+    ", (SELECT count(*) FROM public.datastore_documents x WHERE x.datastore_id = d.id)"
+    " AS document_count,"
     " (SELECT coalesce(sum(x.chunk_count), 0) FROM public.datastore_documents x"
-    " WHERE x.datastore_id = d.id)"
+    " WHERE x.datastore_id = d.id) AS chunk_count"
 )
+_NO_COUNTS = sql.SQL("")
 
 
-def _from_row(row: tuple[Any, ...]) -> Datastore:
-    counts = row[11:13] if len(row) > 11 else (0, 0)
+def _from_row(row: DictRow) -> Datastore:
     return Datastore(
-        id=UUID(str(row[0])),
-        user_id=UUID(str(row[1])),
-        name=row[2],
-        description=row[3] or "",
-        type=row[4],
-        config=DatastoreConfig.from_json(row[5] or {}),
-        metric=Metric(row[6]),
-        similarity_threshold=float(row[7]),
-        max_results=int(row[8]),
-        created_at=row[9],
-        updated_at=row[10],
-        document_count=int(counts[0]),
-        chunk_count=int(counts[1]),
+        id=UUID(str(row["id"])),
+        user_id=UUID(str(row["user_id"])),
+        name=row["name"],
+        description=row["description"] or "",
+        type=row["type"],
+        config=DatastoreConfig.from_json(row["config"] or {}),
+        metric=Metric(row["similarity_metric"]),
+        similarity_threshold=float(row["similarity_threshold"]),
+        max_results=int(row["max_results"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        document_count=int(row.get("document_count", 0)),
+        chunk_count=int(row.get("chunk_count", 0)),
     )
 
 
@@ -54,21 +56,27 @@ def insert(
     similarity_threshold: float,
     max_results: int,
 ) -> Datastore:
-    row = conn.execute(
-        "INSERT INTO public.datastores AS d (user_id, name, description, type, config,"
-        " similarity_metric, similarity_threshold, max_results)"
-        f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-        (
-            user_id,
-            name,
-            description,
-            type,
-            Jsonb(config.to_json()),
-            metric.value,
-            similarity_threshold,
-            max_results,
-        ),
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            sql.SQL(
+                "INSERT INTO public.datastores AS d (user_id, name, description, type, config,"
+                " similarity_metric, similarity_threshold, max_results)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+            ).format(_COLUMNS),
+            (
+                user_id,
+                name,
+                description,
+                type,
+                Jsonb(config.to_json()),
+                metric.value,
+                similarity_threshold,
+                max_results,
+            ),
+        )
+        .fetchone()
+    )
     assert row is not None
     return _from_row(row)
 
@@ -76,14 +84,16 @@ def insert(
 def get(
     conn: psycopg.Connection, datastore_id: UUID, *, counts: bool = False, lock: bool = False
 ) -> Datastore | None:
-    query = f"SELECT {_COLUMNS}{_COUNTS if counts else ''} FROM public.datastores d WHERE d.id = %s"
+    query = sql.SQL("SELECT {}{} FROM public.datastores d WHERE d.id = %s").format(
+        _COLUMNS, _COUNTS if counts else _NO_COUNTS
+    )
     if lock and counts:
         # Lock first, count after: a statement that waits for the lock still counts
         # in the snapshot it started with, missing what the write it waited for added.
         conn.execute("SELECT 1 FROM public.datastores WHERE id = %s FOR UPDATE", (datastore_id,))
     elif lock:
-        query += " FOR UPDATE"
-    row = conn.execute(query, (datastore_id,)).fetchone()
+        query += sql.SQL(" FOR UPDATE")
+    row = conn.cursor(row_factory=dict_row).execute(query, (datastore_id,)).fetchone()
     return _from_row(row) if row else None
 
 
@@ -91,20 +101,32 @@ def lock_for_write(conn: psycopg.Connection, datastore_id: UUID) -> Datastore | 
     """The datastore, share-locked to the end of the transaction: a concurrent update,
     delete or index rebuild waits for the write, and the write sees the settings it
     will be stored under."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM public.datastores d WHERE d.id = %s FOR SHARE", (datastore_id,)
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            sql.SQL("SELECT {} FROM public.datastores d WHERE d.id = %s FOR SHARE").format(
+                _COLUMNS
+            ),
+            (datastore_id,),
+        )
+        .fetchone()
+    )
     return _from_row(row) if row else None
 
 
 def get_many(
     conn: psycopg.Connection, datastore_ids: list[UUID], *, counts: bool = False
 ) -> list[Datastore]:
-    rows = conn.execute(
-        f"SELECT {_COLUMNS}{_COUNTS if counts else ''} FROM public.datastores d"
-        " WHERE d.id = ANY(%s)",
-        (datastore_ids,),
-    ).fetchall()
+    rows = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            sql.SQL("SELECT {}{} FROM public.datastores d WHERE d.id = ANY(%s)").format(
+                _COLUMNS, _COUNTS if counts else _NO_COUNTS
+            ),
+            (datastore_ids,),
+        )
+        .fetchall()
+    )
     return [_from_row(r) for r in rows]
 
 
@@ -112,21 +134,20 @@ def list_page(
     conn: psycopg.Connection, user_id: UUID | None, limit: int, token: str
 ) -> Page[Datastore]:
     """Datastores by (created_at, id); all of them when user_id is None."""
-    where = []
+    where: list[sql.Composable] = []
     params: list[Any] = []
     if user_id is not None:
-        where.append("d.user_id = %s")
+        where.append(sql.SQL("d.user_id = %s"))
         params.append(user_id)
     after = decode_token(token, KEYSET_CREATED_ID)
     if after is not None:
-        where.append("(d.created_at, d.id) > (%s::timestamptz, %s::uuid)")
+        where.append(sql.SQL("(d.created_at, d.id) > (%s::timestamptz, %s::uuid)"))
         params.extend(after)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    rows = conn.execute(
-        f"SELECT {_COLUMNS}{_COUNTS} FROM public.datastores d {clause}"
-        " ORDER BY d.created_at, d.id LIMIT %s",
-        [*params, limit + 1],
-    ).fetchall()
+    clause = sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
+    query = sql.SQL(
+        "SELECT {}{} FROM public.datastores d {} ORDER BY d.created_at, d.id LIMIT %s"
+    ).format(_COLUMNS, _COUNTS, clause)
+    rows = conn.cursor(row_factory=dict_row).execute(query, [*params, limit + 1]).fetchall()
     items = [_from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     return Page(items, encode_token([items[-1].created_at, items[-1].id]) if more else "")
@@ -143,8 +164,10 @@ def update(conn: psycopg.Connection, datastore_id: UUID, changes: dict[str, Any]
     )
     query = sql.SQL("UPDATE public.datastores AS d SET {} WHERE d.id = {} RETURNING ").format(
         assignments, sql.Placeholder("_id")
-    ) + sql.SQL(_COLUMNS + _COUNTS)
-    row = conn.execute(query, {**values, "_id": datastore_id}).fetchone()
+    ) + sql.Composed([_COLUMNS, _COUNTS])
+    row = (
+        conn.cursor(row_factory=dict_row).execute(query, {**values, "_id": datastore_id}).fetchone()
+    )
     assert row is not None
     return _from_row(row)
 

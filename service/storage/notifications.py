@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class ChangeListener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self._on_change()  # anything cached before LISTEN may be stale
                     self._ready.set()
                     while not self._stop.is_set():

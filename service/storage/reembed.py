@@ -16,6 +16,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row, dict_row
 
 from service import scoring
 from service.models import RUNNING_REEMBED_STATES, HnswParams, Metric, ReembedStatus, Vector
@@ -27,10 +28,12 @@ from service.storage.partitions import (
     set_build_resources,
 )
 
-_JOB_COLUMNS = (
+# Every column NOT NULL and of the type its field names: rows map onto the model.
+_JOB_COLUMNS = sql.SQL(
     "state, chunks_done, chunks_total, target_model, target_dimensions, source_model,"
     " source_dimensions, error"
 )
+_JOBS = class_row(ReembedStatus)
 # Any constant: the high bits of every re-embedding job's advisory lock key.
 _LOCK_CLASS = 0x52454D42
 
@@ -38,6 +41,9 @@ _LOCK_CLASS = 0x52454D42
 class ChunkText(NamedTuple):
     id: int
     content: str
+
+
+_CHUNK_TEXTS = class_row(ChunkText)
 
 
 def shadow_name(datastore_id: UUID) -> str:
@@ -54,20 +60,10 @@ def _ident(name: str) -> sql.Composable:
 def get_job(
     conn: psycopg.Connection, datastore_id: UUID, *, lock: bool = False
 ) -> ReembedStatus | None:
-    query = f"SELECT {_JOB_COLUMNS} FROM public.datastore_reembed_jobs WHERE datastore_id = %s"
-    row = conn.execute(query + (" FOR UPDATE" if lock else ""), (datastore_id,)).fetchone()
-    if row is None:
-        return None
-    return ReembedStatus(
-        state=row[0],
-        chunks_done=int(row[1]),
-        chunks_total=int(row[2]),
-        target_model=row[3],
-        target_dimensions=int(row[4]),
-        source_model=row[5],
-        source_dimensions=int(row[6]),
-        error=row[7],
-    )
+    query = sql.SQL(
+        "SELECT {} FROM public.datastore_reembed_jobs WHERE datastore_id = %s{}"
+    ).format(_JOB_COLUMNS, sql.SQL(" FOR UPDATE" if lock else ""))
+    return conn.cursor(row_factory=_JOBS).execute(query, (datastore_id,)).fetchone()
 
 
 def running_jobs(conn: psycopg.Connection) -> list[UUID]:
@@ -183,6 +179,17 @@ def drop_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(shadow_name(datastore_id))))
 
 
+def try_drop_shadow(conn: psycopg.Connection, datastore_id: UUID, lock_wait_ms: int) -> bool:
+    """Drop the shadow table in a savepoint, waiting at most ``lock_wait_ms`` for each of
+    its locks; False (nothing dropped, the transaction goes on) when they stay busy."""
+    try:
+        with conn.transaction(), bounded_lock_waits(conn, lock_wait_ms):
+            drop_shadow(conn, datastore_id)
+    except LockBusy:
+        return False
+    return True
+
+
 def shadow_exists(conn: psycopg.Connection, datastore_id: UUID) -> bool:
     row = conn.execute(
         "SELECT to_regclass(%s) IS NOT NULL", (f"public.{shadow_name(datastore_id)}",)
@@ -192,13 +199,12 @@ def shadow_exists(conn: psycopg.Connection, datastore_id: UUID) -> bool:
 
 def counts(conn: psycopg.Connection, datastore_id: UUID) -> tuple[int, int]:
     """(chunks in the partition, chunks in the shadow)."""
-    row = conn.execute(
-        sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
-            _ident(partition_name(datastore_id)), _ident(shadow_name(datastore_id))
-        )
-    ).fetchone()
+    query = sql.SQL(
+        "SELECT (SELECT count(*) FROM {}) AS live, (SELECT count(*) FROM {}) AS shadow"
+    ).format(_ident(partition_name(datastore_id)), _ident(shadow_name(datastore_id)))
+    row = conn.cursor(row_factory=dict_row).execute(query).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row["live"]), int(row["shadow"])
 
 
 def last_copied(conn: psycopg.Connection, datastore_id: UUID) -> int:
@@ -223,8 +229,11 @@ def _bounded(
         " sum(length(b.content)) OVER (ORDER BY b.id) - length(b.content) AS before"
         " FROM ({}) b) s WHERE s.before < %(chars)s ORDER BY s.id"
     ).format(inner)
-    rows = conn.execute(query, {**params, "chars": BATCH_CHARS}).fetchall()
-    return [ChunkText(int(r[0]), r[1]) for r in rows]
+    return (
+        conn.cursor(row_factory=_CHUNK_TEXTS)
+        .execute(query, {**params, "chars": BATCH_CHARS})
+        .fetchall()
+    )
 
 
 def chunks_after(

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 
 from service import metrics
 from service.errors import InvalidArgument, RetrievalError, Unavailable
@@ -39,6 +41,9 @@ T = TypeVar("T")
 PRIMARY = "primary"
 _TOKEN = re.compile(r"lsn1\.([0-9A-F]{1,8})\.([0-9A-F]{1,8})")
 _CHECK_TIMEOUT_S = 2.0  # connect and statement timeout of one replica check
+_CHECK_STATEMENT_TIMEOUT = sql.SQL("SET LOCAL statement_timeout = {}").format(
+    sql.Literal(int(_CHECK_TIMEOUT_S * 1000))
+)
 
 
 def _lsn(text: str) -> int:
@@ -253,7 +258,7 @@ class ReadPools:
     def _primary_lsn(self) -> int | None:
         try:
             with self._primary.connection() as conn:
-                conn.execute(f"SET LOCAL statement_timeout = {int(_CHECK_TIMEOUT_S * 1000)}")
+                conn.execute(_CHECK_STATEMENT_TIMEOUT)
                 row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         except (Unavailable, psycopg.Error) as e:
             _log.warning("cannot read the primary's WAL position: %s", e)
@@ -275,20 +280,25 @@ class ReadPools:
                 with self._lock:
                     replica.db = db
             with replica.db.connection() as conn:
-                conn.execute(f"SET LOCAL statement_timeout = {int(_CHECK_TIMEOUT_S * 1000)}")
-                row = conn.execute(
-                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text"
-                ).fetchone()
+                conn.execute(_CHECK_STATEMENT_TIMEOUT)
+                row = (
+                    conn.cursor(row_factory=dict_row)
+                    .execute(
+                        "SELECT pg_is_in_recovery() AS standby,"
+                        " pg_last_wal_replay_lsn()::text AS replayed"
+                    )
+                    .fetchone()
+                )
         except (Unavailable, psycopg.Error) as e:
             if replica.usable or replica.db is not None:
                 _log.warning("read replica %d unreachable: %s", replica.index, e)
             self._drop(replica)
             return None
         assert row is not None
-        if not row[0] or row[1] is None:
+        if not row["standby"] or row["replayed"] is None:
             _log.warning("read replica %d is not a streaming standby: skipped", replica.index)
             return None
-        return _lsn(row[1])
+        return _lsn(row["replayed"])
 
     def _drop(self, replica: _Replica) -> None:
         with self._lock:

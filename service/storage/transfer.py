@@ -8,6 +8,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
 from service.models import JsonObject, Vector
 from service.storage.partitions import partition_name
@@ -34,23 +35,14 @@ def export_rows(conn: psycopg.Connection, datastore_id: UUID) -> Iterator[Export
     through a server-side cursor. ``conn`` must be in a fresh transaction."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     query = sql.SQL(
-        "SELECT d.external_id, d.title, d.source, d.metadata, c.chunk_index, c.content,"
-        " c.metadata, c.token_count, c.embedding FROM public.datastore_documents d"
+        "SELECT d.external_id, d.title, d.source, d.metadata AS document_metadata,"
+        " c.chunk_index, c.content, c.metadata AS chunk_metadata, c.token_count,"
+        " c.embedding AS vector FROM public.datastore_documents d"
         " JOIN public.{} c ON c.document_id = d.id WHERE d.datastore_id = %s"
         " ORDER BY d.external_id, c.chunk_index"
     ).format(sql.Identifier(partition_name(datastore_id)))
-    with conn.cursor(name="datastore_export") as cur:
+    # Every column NOT NULL and of the type its field names: rows map onto ExportRow.
+    with conn.cursor(name="datastore_export", row_factory=class_row(ExportRow)) as cur:
         cur.itersize = _FETCH_ROWS
         cur.execute(query, (datastore_id,))
-        for row in cur:
-            yield ExportRow(
-                row[0],
-                row[1],
-                row[2],
-                row[3] or {},
-                int(row[4]),
-                row[5],
-                row[6] or {},
-                int(row[7]),
-                row[8],
-            )
+        yield from cur

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import dict_row
 
 from service.models import Principal, Role
 
@@ -39,13 +40,18 @@ def insert_api_key(
     expires_in: timedelta | None = None,
 ) -> tuple[UUID, datetime | None]:
     """Store a key; returns its id and expiry (the database's clock + ``expires_in``)."""
-    row = conn.execute(
-        "INSERT INTO public.retrieval_api_keys (user_id, name, prefix, key_hash, role, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, now() + %s::interval) RETURNING id, expires_at",
-        (user_id, name, prefix, key_hash, role.value, expires_in),
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "INSERT INTO public.retrieval_api_keys"
+            " (user_id, name, prefix, key_hash, role, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, now() + %s::interval) RETURNING id, expires_at",
+            (user_id, name, prefix, key_hash, role.value, expires_in),
+        )
+        .fetchone()
+    )
     assert row is not None
-    return UUID(str(row[0])), row[1]
+    return UUID(str(row["id"])), row["expires_at"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +63,21 @@ class KeyRecord:
 
 
 def key_record(conn: psycopg.Connection, key_hash: bytes) -> KeyRecord | None:
-    row = conn.execute(
-        "SELECT id, user_id, role, expires_at FROM public.retrieval_api_keys"
-        " WHERE key_hash = %s AND revoked_at IS NULL",
-        (key_hash,),
-    ).fetchone()
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            "SELECT id, user_id, role, expires_at FROM public.retrieval_api_keys"
+            " WHERE key_hash = %s AND revoked_at IS NULL",
+            (key_hash,),
+        )
+        .fetchone()
+    )
     if row is None:
         return None
-    principal = Principal(user_id=UUID(str(row[1])), role=Role(row[2]), key_id=UUID(str(row[0])))
-    return KeyRecord(principal, row[3])
+    principal = Principal(
+        user_id=UUID(str(row["user_id"])), role=Role(row["role"]), key_id=UUID(str(row["id"]))
+    )
+    return KeyRecord(principal, row["expires_at"])
 
 
 def revoke_api_key(conn: psycopg.Connection, prefix: str) -> int:

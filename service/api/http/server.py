@@ -34,7 +34,7 @@ def servicers(app: App) -> dict[str, object]:
     return {
         "DatastoreService": DatastoreServicer(app.identity, app.datastores),
         "AgentService": AgentServicer(app.identity, app.agents),
-        "IngestService": IngestServicer(app.identity, app.ingestion),
+        "IngestService": IngestServicer(app.identity, app.ingestion, app.documents),
         "RetrievalService": RetrievalServicer(app.identity, app.retrieval),
     }
 

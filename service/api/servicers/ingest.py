@@ -7,6 +7,7 @@ from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from service.api import converters as conv
 from service.api.rpc import authenticated, authenticated_stream
+from service.core.documents import Documents
 from service.core.identity import Identity
 from service.core.ingestion import Ingestion
 from service.core.stream_ingest import StreamIngest, StreamItem
@@ -27,9 +28,10 @@ def _stream_items(requests: Iterator[pb.StreamIngestRequest]) -> Iterator[Stream
 
 
 class IngestServicer(pb_grpc.IngestServiceServicer):
-    def __init__(self, identity: Identity, ingestion: Ingestion) -> None:
+    def __init__(self, identity: Identity, ingestion: Ingestion, documents: Documents) -> None:
         self.identity = identity
         self._ingestion = ingestion
+        self._documents = documents
         self._stream = StreamIngest(ingestion)
 
     @authenticated
@@ -60,7 +62,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
 
     @authenticated
     def GetDocument(self, request: pb.GetDocumentRequest, p: Principal) -> pb.GetDocumentResponse:
-        doc, chunks = self._ingestion.get(
+        doc, chunks = self._documents.get(
             p,
             parse_uuid(request.datastore_id, "datastore_id"),
             request.external_id,
@@ -74,7 +76,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     def ListDocuments(
         self, request: pb.ListDocumentsRequest, p: Principal
     ) -> pb.ListDocumentsResponse:
-        page = self._ingestion.list_page(
+        page = self._documents.list_page(
             p,
             parse_uuid(request.datastore_id, "datastore_id"),
             request.page_size,
@@ -88,7 +90,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     def DeleteDocuments(
         self, request: pb.DeleteDocumentsRequest, p: Principal
     ) -> pb.DeleteDocumentsResponse:
-        count, missing = self._ingestion.delete(
+        count, missing = self._documents.delete(
             p, parse_uuid(request.datastore_id, "datastore_id"), list(request.external_ids)
         )
         return pb.DeleteDocumentsResponse(deleted_count=count, not_found=missing)

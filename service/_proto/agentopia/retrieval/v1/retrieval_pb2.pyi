@@ -102,22 +102,29 @@ class HnswConfig(_message.Message):
     M_FIELD_NUMBER: _builtins.int
     EF_CONSTRUCTION_FIELD_NUMBER: _builtins.int
     EF_SEARCH_FIELD_NUMBER: _builtins.int
+    ITERATIVE_SCAN_MAX_TUPLES_FIELD_NUMBER: _builtins.int
     m: _builtins.int
     """0 = server default"""
     ef_construction: _builtins.int
     """0 = server default"""
     ef_search: _builtins.int
     """0 = server default"""
+    iterative_scan_max_tuples: _builtins.int
+    """Most index tuples a filtered search's iterative HNSW scan visits before the
+    exact search takes over (pgvector's hnsw.max_scan_tuples).
+    0 = server default
+    """
     def __init__(
         self,
         *,
         m: _builtins.int = ...,
         ef_construction: _builtins.int = ...,
         ef_search: _builtins.int = ...,
+        iterative_scan_max_tuples: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ef_construction", b"ef_construction", "ef_search", b"ef_search", "m", b"m"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ef_construction", b"ef_construction", "ef_search", b"ef_search", "iterative_scan_max_tuples", b"iterative_scan_max_tuples", "m", b"m"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,7 +17,7 @@ SECOND_MODEL_DIMENSIONS = 256
 def build_second_model(target: Path) -> Path:
     """Write the derived model into ``target`` (a new directory); returns it."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
 
     from service.embedding.registry import bundled_model_path
 

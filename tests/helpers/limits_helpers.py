@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import grpc
 
@@ -34,7 +35,7 @@ class IdleCalls:
     def __init__(self, channel: grpc.Channel) -> None:
         self._channel = channel
         self._release = threading.Event()
-        self.calls: list[grpc.Future] = []
+        self.calls: list[grpc.Future[Any]] = []
 
     def _nothing(self) -> Iterator[bytes]:
         self._release.wait(60)
@@ -46,7 +47,8 @@ class IdleCalls:
             method, request_serializer=lambda b: b, response_deserializer=lambda b: b
         )
         for _ in range(count):
-            self.calls.append(stub(self._nothing(), metadata=metadata, timeout=60))
+            call = stub(self._nothing(), metadata=metadata, timeout=60)
+            self.calls.append(cast("grpc.Future[Any]", call))  # a streaming call is a Future too
 
     def close(self) -> None:
         self._release.set()

@@ -99,7 +99,7 @@ def expect_no_internal(call: Callable[[], object]) -> None:
     try:
         call()
     except grpc.RpcError as e:
-        code, details = e.code(), e.details()  # type: ignore[attr-defined]
+        code, details = e.code(), e.details()
         assert code not in BROKEN, f"{code}: {details}"
 
 

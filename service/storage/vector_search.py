@@ -9,24 +9,30 @@ under the scan, with pgvector's iterative index scan (see :func:`submit`).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
-from uuid import UUID
+from typing import Any, Protocol, cast
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import RowFactory, namedtuple_row
 
 from service import scoring
-from service.models import Datastore, Hit, Vector
+from service.models import Datastore, Vector
+from service.storage.candidates import Candidate, ChunkRow, Pending, chunk_hit
 from service.storage.filters import Compiled
 from service.storage.partitions import embedding_expr, partition_name
 
 
-@dataclass(frozen=True)
-class Candidate:
-    hit: Hit
-    passes: bool  # score >= threshold
+class VectorRow(ChunkRow, Protocol):
+    @property
+    def distance(self) -> float: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def passes(self) -> bool: ...
+
+
+# psycopg's named tuples, typed by the columns they name.
+_ROWS = cast("RowFactory[VectorRow]", namedtuple_row)
 
 
 def distance_sql(datastore: Datastore) -> sql.Composable:
@@ -87,7 +93,8 @@ def build_query(
     query = sql.SQL(
         "WITH candidates AS MATERIALIZED ({top} LIMIT {k})"
         " SELECT c.id, c.document_id, d.external_id, c.chunk_index, d.title, c.content,"
-        " d.metadata || c.metadata, c.distance, {score} AS score, {score} >= %(threshold)s"
+        " d.metadata || c.metadata AS metadata, c.distance, {score} AS score,"
+        " {score} >= %(threshold)s AS passes"
         " FROM candidates c JOIN public.datastore_documents d ON d.id = c.document_id"
         " ORDER BY score DESC, c.id"
     ).format(top=top, k=sql.Literal(int(k)), score=score)
@@ -108,10 +115,6 @@ _session_ef_search: weakref.WeakKeyDictionary[psycopg.Connection[Any], str] = (
 def _ef_search(datastore: Datastore, k: int) -> str:
     # ef_search bounds how many rows one HNSW pass returns: never below k.
     return str(min(max(datastore.config.hnsw.ef_search, k), 1000))
-
-
-# What collects a queued search's rows: calling it waits for the server's answer.
-Pending = Callable[[], list[Candidate]]
 
 
 def submit(
@@ -145,7 +148,8 @@ def submit(
         conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (ef,))
         rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=None, exact=False)
         return lambda: _candidates(datastore, rows.fetchall())
-    conn.execute(_ITERATIVE_SCAN_SQL, {"ef": ef, "ds": datastore.id})
+    tuples = datastore.config.hnsw.iterative_scan_max_tuples or None  # 0: the rule below
+    conn.execute(_ITERATIVE_SCAN_SQL, {"ef": ef, "ds": datastore.id, "tuples": tuples})
     rows = _queue(conn, datastore, vector, k=k, threshold=threshold, where=where, exact=False)
 
     def collect() -> list[Candidate]:
@@ -187,13 +191,14 @@ def search_alone(
 # about twice an exact search. The chunk count is kept exact by the keyword
 # statistics triggers; reading it in the same statement saves a round trip.
 # relaxed_order returns rows slightly out of order; the outer query re-sorts them.
+# A datastore's config.hnsw.iterative_scan_max_tuples, when set, replaces that rule.
 _ITERATIVE_SCAN_SQL = """
 SELECT set_config('hnsw.ef_search', %(ef)s, true),
        set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('hnsw.scan_mem_multiplier', '2', true),
-       set_config('hnsw.max_scan_tuples',
+       set_config('hnsw.max_scan_tuples', coalesce(%(tuples)s::int::text,
                   (SELECT least(greatest(coalesce(max(chunk_count), 0) / 10, 2000), 100000)::text
-                   FROM public.datastore_keyword_stats WHERE datastore_id = %(ds)s),
+                   FROM public.datastore_keyword_stats WHERE datastore_id = %(ds)s)),
                   true)
 """
 
@@ -207,46 +212,23 @@ def _queue(
     threshold: float,
     where: Compiled | None,
     exact: bool,
-) -> psycopg.Cursor[Any]:
+) -> psycopg.Cursor[VectorRow]:
     """Send (or, in a pipeline, queue) the search; its cursor yields the rows."""
     query, params = build_query(datastore, vector, k, threshold, where, exact=exact)
-    return conn.execute(query, params)
+    return conn.cursor(row_factory=_ROWS).execute(query, params)
 
 
-def chunk_hit(
-    datastore: Datastore,
-    row: Sequence[Any],
-    *,
-    score: float,
-    distance: float,
-    vector_score: float | None,
-    keyword_score: float | None = None,
-) -> Hit:
-    """A hit from a search row that starts (chunk id, document id, external id,
-    chunk index, title, content, metadata)."""
-    return Hit(
-        datastore_id=datastore.id,
-        document_id=UUID(str(row[1])),
-        external_id=row[2],
-        chunk_id=int(row[0]),
-        chunk_index=int(row[3]),
-        title=row[4],
-        content=row[5],
-        metadata=row[6] or {},
-        score=score,
-        distance=distance,
-        vector_score=vector_score,
-        keyword_score=keyword_score,
-    )
-
-
-def _candidates(datastore: Datastore, rows: list[Any]) -> list[Candidate]:
+def _candidates(datastore: Datastore, rows: list[VectorRow]) -> list[Candidate]:
     return [
         Candidate(
             hit=chunk_hit(
-                datastore, r, score=float(r[8]), distance=float(r[7]), vector_score=float(r[8])
+                datastore,
+                r,
+                score=float(r.score),
+                distance=float(r.distance),
+                vector_score=float(r.score),
             ),
-            passes=bool(r[9]),
+            passes=bool(r.passes),
         )
         for r in rows
     ]
