@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         le=86_400,
         description="Longest a database statement may run (PostgreSQL statement_timeout, set "
         "at connect). A call's own deadline, when shorter, cancels its statements sooner; "
-        "either way the call ends DEADLINE_EXCEEDED. Also bounds index (re)builds.",
+        "either way the call ends DEADLINE_EXCEEDED. HNSW builds: index_build_timeout_s.",
     )
     database_probe_interval_s: float = Field(
         default=0.5,
@@ -206,6 +206,30 @@ class Settings(BaseSettings):
         description="HNSW index precision of new datastores (config.vector_precision): "
         "float16 indexes halfvec (57% of the float32 index on SciFact, same nDCG@10) and "
         "scores on the stored float32 vectors; float32 indexes vector (docs/scale.md).",
+    )
+    index_build_memory_mb: int = Field(
+        default=1024,
+        ge=64,
+        le=262_144,
+        description="maintenance_work_mem (MB) of an HNSW build over existing rows (a rebuild "
+        "after an hnsw or metric change, a re-embedding's new index), SET LOCAL in the building "
+        "transaction. The build is fast while the graph fits (about 2.4 GB per million "
+        "384-dim chunks at m=16, docs/scale.md) and much slower once it does not.",
+    )
+    index_build_parallel_workers: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="max_parallel_maintenance_workers of an HNSW build (SET LOCAL; also bounded "
+        "by the server's max_parallel_workers). Parallel builds keep the graph in shared memory.",
+    )
+    index_build_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        le=86_400,
+        description="statement_timeout of an HNSW build (SET LOCAL): a million chunks take "
+        "minutes, past statement_timeout_s. A call's own deadline still cancels a rebuild run "
+        "by UpdateDatastore sooner.",
     )
     embedding_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
         default="onnx",

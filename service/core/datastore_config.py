@@ -19,6 +19,7 @@ from service.embedding.registry import ModelRegistry
 from service.errors import InvalidArgument
 from service.models import NO_MODEL, DatastoreConfig
 from service.settings import Settings
+from service.storage.partitions import BuildResources
 
 FIELDS = config_fields.leaves(DatastoreConfig)
 _BY_PATH = {f.path: f for f in FIELDS}
@@ -151,3 +152,12 @@ _CHECKS: dict[str, Callable[[Leaf, Any, Mapping[str, Any]], None]] = {
     "hnsw.ef_construction": _check_ef_construction,
     "text_search_config": _check_text_search_config,
 }
+
+
+def index_build_resources(settings: Settings) -> BuildResources:
+    """Memory, parallel workers and time of an HNSW build over existing rows."""
+    return BuildResources(
+        memory_mb=settings.index_build_memory_mb,
+        parallel_workers=settings.index_build_parallel_workers,
+        timeout_s=settings.index_build_timeout_s,
+    )

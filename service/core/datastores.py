@@ -12,6 +12,7 @@ from service.core.datastore_config import (
     MASK_PATHS,
     ConfigRequest,
     build_config,
+    index_build_resources,
     masked_fields,
 )
 from service.core.lookup_cache import LookupCache
@@ -195,6 +196,7 @@ class Datastores:
                     config.dimensions,
                     config.hnsw,
                     precision=config.vector_precision,
+                    resources=index_build_resources(self._settings),
                 )
             if config.text_search_config != current.config.text_search_config:
                 keyword.configure(conn, datastore_id, config.text_search_config)

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
+from service.core.datastore_config import index_build_resources
 from service.embedding.worker import EmbeddingWorker
 from service.errors import FailedPrecondition, NotFound
 from service.models import Datastore, DatastoreConfig, ReembedStatus, Vector
@@ -233,6 +234,7 @@ class Reembedding:
                     job.target_dimensions,
                     datastore.config.hnsw,
                     precision=datastore.config.vector_precision,
+                    resources=index_build_resources(self._settings),
                 )
             self._advance(datastore_id, "indexing", "switching")
         job = self._check(datastore_id, "switching")

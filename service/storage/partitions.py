@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 import psycopg
@@ -10,6 +11,25 @@ from psycopg import sql
 from service import scoring
 from service.models import HnswParams, Metric, VectorPrecision
 from service.storage import privileges
+
+
+@dataclass(frozen=True)
+class BuildResources:
+    """What one HNSW build may use, set with SET LOCAL in the building transaction."""
+
+    memory_mb: int  # maintenance_work_mem: the graph builds fast while it fits
+    parallel_workers: int  # max_parallel_maintenance_workers
+    timeout_s: float  # statement_timeout of the build (a request's is too short at 1M)
+
+
+def set_build_resources(conn: psycopg.Connection, resources: BuildResources) -> None:
+    """SET LOCAL the build's memory, workers and time (must run inside a transaction)."""
+    for name, value in (
+        ("maintenance_work_mem", f"{resources.memory_mb}MB"),
+        ("max_parallel_maintenance_workers", str(resources.parallel_workers)),
+        ("statement_timeout", f"{round(resources.timeout_s * 1000)}"),
+    ):
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def partition_name(datastore_id: UUID) -> str:
@@ -59,10 +79,16 @@ def create_index(
     hnsw: HnswParams,
     *,
     precision: VectorPrecision,
+    resources: BuildResources | None = None,
 ) -> None:
-    """Build the datastore's HNSW index (none above 4,000 dims: exact search there)."""
+    """Build the datastore's HNSW index (none above 4,000 dims: exact search there).
+
+    ``resources`` for a build over existing rows; an empty partition's index needs none.
+    """
     if scoring.index_type(dimensions, precision) is None:
         return
+    if resources is not None:
+        set_build_resources(conn, resources)
     conn.execute(
         sql.SQL(
             "CREATE INDEX {} ON public.{} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})"
@@ -85,11 +111,18 @@ def rebuild_index(
     hnsw: HnswParams,
     *,
     precision: VectorPrecision,
+    resources: BuildResources,
 ) -> None:
+    drop_index(conn, datastore_id)
+    create_index(
+        conn, datastore_id, metric, dimensions, hnsw, precision=precision, resources=resources
+    )
+
+
+def drop_index(conn: psycopg.Connection, datastore_id: UUID) -> None:
     conn.execute(
         sql.SQL("DROP INDEX IF EXISTS public.{}").format(sql.Identifier(index_name(datastore_id)))
     )
-    create_index(conn, datastore_id, metric, dimensions, hnsw, precision=precision)
 
 
 def drop_partition(conn: psycopg.Connection, datastore_id: UUID) -> None:

@@ -28,7 +28,12 @@ from service.models import (
     VectorPrecision,
 )
 from service.storage import privileges
-from service.storage.partitions import embedding_expr, partition_name
+from service.storage.partitions import (
+    BuildResources,
+    embedding_expr,
+    partition_name,
+    set_build_resources,
+)
 
 # Every column NOT NULL and of the type its field names: rows map onto the model.
 _JOB_COLUMNS = sql.SQL(
@@ -318,10 +323,12 @@ def build_index(
     hnsw: HnswParams,
     *,
     precision: VectorPrecision,
+    resources: BuildResources,
 ) -> None:
     """The shadow's HNSW index for the new dimensions (none above 4,000: exact search)."""
     if scoring.index_type(dimensions, precision) is None:
         return
+    set_build_resources(conn, resources)
     shadow = shadow_name(datastore_id)
     conn.execute(
         sql.SQL(

@@ -1,0 +1,1 @@
+"""Parts of benchmarks/scale.py: vectors, measurements, probes and plots."""
