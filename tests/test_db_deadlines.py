@@ -28,7 +28,7 @@ from service.storage.partitions import index_name, partition_name
 from tests.helpers.rpc import status_of, vector_datastore
 
 DIMS = 1024
-ROWS = 30_000
+ROWS = 45_000
 BASE = 500  # distinct random vectors, each stored ROWS / BASE times (setup speed)
 
 
