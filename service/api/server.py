@@ -131,6 +131,8 @@ class RetrievalServer:
             asyncio.run_coroutine_threadsafe(self._stop(grace), loop).result(timeout=grace + 30)
             loop.call_soon_threadsafe(loop.stop)
             self._loop_thread.join(timeout=10)
+            if not self._loop_thread.is_alive():
+                loop.close()  # its self-pipe sockets and default executor
             self._stopped.set()
 
     async def _stop(self, grace: float) -> None:

@@ -90,16 +90,39 @@ def create_index(
     if resources is not None:
         set_build_resources(conn, resources)
     conn.execute(
-        sql.SQL(
-            "CREATE INDEX {} ON public.{} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})"
-        ).format(
+        hnsw_index_sql(
             sql.Identifier(index_name(datastore_id)),
-            sql.Identifier(partition_name(datastore_id)),
-            embedding_expr(dimensions, precision),
-            sql.SQL(scoring.opclass(metric, dimensions, precision)),
-            sql.Literal(hnsw.m),
-            sql.Literal(hnsw.ef_construction),
+            sql.SQL("public.{}").format(sql.Identifier(partition_name(datastore_id))),
+            metric=metric,
+            dimensions=dimensions,
+            hnsw=hnsw,
+            precision=precision,
         )
+    )
+
+
+def hnsw_index_sql(
+    index: sql.Identifier,
+    table: sql.Composable,
+    *,
+    metric: Metric,
+    dimensions: int,
+    hnsw: HnswParams,
+    precision: VectorPrecision,
+    if_not_exists: bool = False,
+) -> sql.Composed:
+    """The CREATE INDEX of a datastore's HNSW index on ``table``: its partition, or a
+    re-embedding's shadow table."""
+    return sql.SQL(
+        "CREATE INDEX {}{} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {})"
+    ).format(
+        sql.SQL("IF NOT EXISTS " if if_not_exists else ""),
+        index,
+        table,
+        embedding_expr(dimensions, precision),
+        sql.SQL(scoring.opclass(metric, dimensions, precision)),
+        sql.Literal(hnsw.m),
+        sql.Literal(hnsw.ef_construction),
     )
 
 

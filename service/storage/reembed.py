@@ -30,7 +30,7 @@ from service.models import (
 from service.storage import privileges
 from service.storage.partitions import (
     BuildResources,
-    embedding_expr,
+    hnsw_index_sql,
     partition_name,
     set_build_resources,
 )
@@ -331,16 +331,14 @@ def build_index(
     set_build_resources(conn, resources)
     shadow = shadow_name(datastore_id)
     conn.execute(
-        sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw ({} {})"
-            " WITH (m = {}, ef_construction = {})"
-        ).format(
+        hnsw_index_sql(
             sql.Identifier(f"{shadow}_hnsw"),
             _ident(shadow),
-            embedding_expr(dimensions, precision),
-            sql.SQL(scoring.opclass(metric, dimensions, precision)),
-            sql.Literal(hnsw.m),
-            sql.Literal(hnsw.ef_construction),
+            metric=metric,
+            dimensions=dimensions,
+            hnsw=hnsw,
+            precision=precision,
+            if_not_exists=True,
         )
     )
 

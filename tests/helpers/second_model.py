@@ -9,6 +9,7 @@ different dimension, and the service loads it like any local model (torch backen
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 SECOND_MODEL_DIMENSIONS = 256
@@ -17,7 +18,15 @@ SECOND_MODEL_DIMENSIONS = 256
 def build_second_model(target: Path) -> Path:
     """Write the derived model into ``target`` (a new directory); returns it."""
     import torch
-    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
+    from sentence_transformers import SentenceTransformer
+
+    with warnings.catch_warnings():
+        # sentence-transformers 6 moved the module classes; the alias still saves the
+        # model under the names the service's loaders read.
+        warnings.filterwarnings(
+            "ignore", "Importing from 'sentence_transformers.models'", DeprecationWarning
+        )
+        from sentence_transformers import models  # type: ignore[attr-defined]
 
     from service.embedding.registry import bundled_model_path
 
