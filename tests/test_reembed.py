@@ -21,7 +21,7 @@ from service.errors import ModelSwitched
 from service.models import Datastore, DocumentInput
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import datastores as datastore_rows
-from service.storage import keyword, partitions
+from service.storage import keyword, partitions, reembed_jobs
 from service.storage import reembed as reembed_rows
 from tests.helpers.reembed_support import TOPICS, expected_scores, query_text, run_cli, serving
 from tests.helpers.rpc import status_of, vector_datastore
@@ -283,7 +283,7 @@ def test_cancelling_keeps_the_old_state_and_bad_changes_are_refused(configured: 
         served.app.reembedding.wait(uuid.UUID(ds.id), timeout=30)  # the job's thread ends
         with served.app.db.connection() as conn:
             assert not reembed_rows.shadow_exists(conn, datastore_id)
-            assert reembed_rows.get_job(conn, datastore_id) is None
+            assert reembed_jobs.get_job(conn, datastore_id) is None
 
 
 def test_caller_vectors_cannot_change_dimensions(client: Client) -> None:

@@ -39,7 +39,7 @@ from service.models import (
 )
 from service.settings import Settings
 from service.storage import datastores as rows
-from service.storage import keyword, partitions
+from service.storage import keyword, partitions, reembed_jobs
 from service.storage import reembed as reembed_rows
 from service.storage.database import Database
 from service.storage.pagination import page_size
@@ -144,7 +144,7 @@ class Datastores:
             datastore = access.datastore(
                 principal, datastore_id, partial(rows.get, conn, counts=counts)
             )
-            job = reembed_rows.get_job(conn, datastore_id) if counts else None
+            job = reembed_jobs.get_job(conn, datastore_id) if counts else None
         return dataclasses.replace(datastore, reembed=job)
 
     def list_page(self, principal: Principal, size: int, token: str) -> Page[Datastore]:
@@ -169,7 +169,7 @@ class Datastores:
             )
             changes = self._top_level_changes(fields, paths)
             config = self._updated_config(current, fields, paths)
-            job = reembed_rows.get_job(conn, datastore_id, lock=True)
+            job = reembed_jobs.get_job(conn, datastore_id, lock=True)
             metric = Metric(str(changes.get("similarity_metric", current.metric)))
             decision = reembed_decision(current, config, metric, paths, job)
             if decision.cancel:
@@ -203,7 +203,7 @@ class Datastores:
             if decision.start is not None:
                 job = self._reembedding.plan(conn, updated, decision.start)
             elif decision.cancel:
-                job = reembed_rows.get_job(conn, datastore_id)
+                job = reembed_jobs.get_job(conn, datastore_id)
         self._lookups.invalidate()
         if decision.start is not None:
             self._reembedding.launch(datastore_id)

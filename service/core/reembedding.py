@@ -36,6 +36,7 @@ from service.models import Datastore, DatastoreConfig, ReembedStatus, Vector
 from service.settings import Settings
 from service.storage import datastores as datastore_rows
 from service.storage import reembed as store
+from service.storage import reembed_jobs as jobs
 from service.storage.database import Connection, Database
 
 _log = logging.getLogger(__name__)
@@ -86,17 +87,17 @@ class Reembedding:
             source_model=current.config.embedding_model,
             source_dimensions=current.config.dimensions,
         )
-        store.put_job(conn, current.id, job)
+        jobs.put_job(conn, current.id, job)
         store.create_shadow(conn, current.id)
         return job
 
     def cancel_in(self, conn: Connection, datastore_id: UUID) -> bool:
         """Cancel the datastore's running job in the caller's transaction (which holds
         the datastore row); False when none runs."""
-        job = store.get_job(conn, datastore_id, lock=True)
+        job = jobs.get_job(conn, datastore_id, lock=True)
         if job is None or not job.running:
             return False
-        store.set_state(conn, datastore_id, "cancelled")
+        jobs.set_state(conn, datastore_id, "cancelled")
         # The shadow may be locked for a while (its HNSW index being built); then the
         # job's thread drops it when it sees the cancel.
         store.try_drop_shadow(conn, datastore_id, _LOCK_WAIT_MS)
@@ -111,7 +112,7 @@ class Reembedding:
 
     def status(self, datastore_id: UUID) -> ReembedStatus | None:
         with self._db.connection() as conn:
-            return store.get_job(conn, datastore_id)
+            return jobs.get_job(conn, datastore_id)
 
     # ------------------------------------------------------------ threads
 
@@ -134,8 +135,8 @@ class Reembedding:
     def resume_all(self) -> None:
         """Resume every job a restart interrupted (called at start-up)."""
         with self._db.connection() as conn:
-            pending = store.running_jobs(conn)
-            over = store.stopped_jobs(conn)
+            pending = jobs.running_jobs(conn)
+            over = jobs.stopped_jobs(conn)
         for datastore_id in over:
             self._drop_stale_shadow(datastore_id)
         for datastore_id in pending:
@@ -159,7 +160,7 @@ class Reembedding:
 
     def _run(self, datastore_id: UUID) -> None:
         try:
-            with store.exclusive(self._db.conninfo, datastore_id) as mine:
+            with jobs.exclusive(self._db.conninfo, datastore_id) as mine:
                 if not mine:
                     _log.info("datastore %s: another process runs its re-embedding", datastore_id)
                     return
@@ -182,7 +183,7 @@ class Reembedding:
     def _drop_stale_shadow(self, datastore_id: UUID) -> None:
         """Drop the shadow table of a job that is over (one a cancel could not drop)."""
         with self._db.connection() as conn:
-            job = store.get_job(conn, datastore_id, lock=True)
+            job = jobs.get_job(conn, datastore_id, lock=True)
             if job is None or not job.running:
                 store.drop_shadow(conn, datastore_id)
 
@@ -191,12 +192,10 @@ class Reembedding:
         meanwhile (which is what made it fail)."""
         try:
             with self._db.connection() as conn:
-                job = store.get_job(conn, datastore_id, lock=True)
+                job = jobs.get_job(conn, datastore_id, lock=True)
                 if job is not None and job.running:
                     _log.error("re-embedding of datastore %s failed", datastore_id, exc_info=error)
-                    store.set_state(
-                        conn, datastore_id, "failed", f"{type(error).__name__}: {error}"
-                    )
+                    jobs.set_state(conn, datastore_id, "failed", f"{type(error).__name__}: {error}")
                     store.drop_shadow(conn, datastore_id)
         except Exception:
             _log.exception("cannot record the failure of datastore %s's job", datastore_id)
@@ -208,7 +207,7 @@ class Reembedding:
         if self._stopping.is_set():
             raise _Stopped
         with self._db.connection() as conn:
-            job = store.get_job(conn, datastore_id)
+            job = jobs.get_job(conn, datastore_id)
         if job is None or job.state != state:
             raise _Stopped
         return job
@@ -243,12 +242,12 @@ class Reembedding:
 
     def _advance(self, datastore_id: UUID, current: str, following: str) -> None:
         with self._db.connection() as conn:
-            if not store.advance(conn, datastore_id, current, following):
+            if not jobs.advance(conn, datastore_id, current, following):
                 raise _Stopped  # cancelled meanwhile
 
     def _state(self, datastore_id: UUID) -> str:
         with self._db.connection() as conn:
-            job = store.get_job(conn, datastore_id)
+            job = jobs.get_job(conn, datastore_id)
         return job.state if job is not None else ""
 
     def _copy(self, datastore_id: UUID, job: ReembedStatus) -> None:
@@ -256,7 +255,7 @@ class Reembedding:
         with self._db.connection() as conn:
             after = store.last_copied(conn, datastore_id)
             total, done = store.counts(conn, datastore_id)
-            store.set_progress(conn, datastore_id, done, total)
+            jobs.set_progress(conn, datastore_id, done, total)
         size = self._settings.reembed_batch_size
         while True:
             with self._db.connection() as conn:
@@ -266,7 +265,7 @@ class Reembedding:
             done += self._embed_and_write(datastore_id, job, batch)
             after = batch[-1].id
             with self._db.connection() as conn:
-                store.set_progress(conn, datastore_id, done, max(total, done))
+                jobs.set_progress(conn, datastore_id, done, max(total, done))
             self._pause()
             self._check(datastore_id, "copying")
 
@@ -283,7 +282,7 @@ class Reembedding:
             self._check(datastore_id, job.state)
         with self._db.connection() as conn:
             total, done = store.counts(conn, datastore_id)
-            store.set_progress(conn, datastore_id, done, total)
+            jobs.set_progress(conn, datastore_id, done, total)
 
     def _embed_and_write(
         self,
@@ -333,7 +332,7 @@ class Reembedding:
     def _switch_once(self, datastore_id: UUID, job: ReembedStatus) -> None:
         with self._db.connection() as conn, store.bounded_lock_waits(conn, _LOCK_WAIT_MS):
             current = datastore_rows.get(conn, datastore_id, lock=True)
-            locked = store.get_job(conn, datastore_id, lock=True)
+            locked = jobs.get_job(conn, datastore_id, lock=True)
             if current is None or locked is None or locked.state != "switching":
                 raise _Stopped
             store.lock_partition(conn, datastore_id)
@@ -355,5 +354,5 @@ class Reembedding:
                 dimensions=job.target_dimensions,
             )
             datastore_rows.update(conn, datastore_id, {"config": config.to_json()})
-            store.set_progress(conn, datastore_id, total, total)
-            store.set_state(conn, datastore_id, "done")
+            jobs.set_progress(conn, datastore_id, total, total)
+            jobs.set_state(conn, datastore_id, "done")
