@@ -28,7 +28,7 @@ from service.storage.partitions import index_name, partition_name
 from tests.helpers.rpc import status_of, vector_datastore
 
 DIMS = 1024
-ROWS = 45_000
+ROWS = 30_000
 BASE = 500  # distinct random vectors, each stored ROWS / BASE times (setup speed)
 
 
@@ -141,7 +141,8 @@ def gone_within(seconds: float, check: Callable[[], bool]) -> bool:
 
 
 def test_a_50ms_deadline_ends_the_call_and_its_statement(app: App, big: Big) -> None:
-    assert big.unbounded_s > 1.0, f"too fast to mean anything: {big.unbounded_s:.2f} s"
+    # twice the 0.3 s the checks below allow: a statement left running would still be seen
+    assert big.unbounded_s > 0.6, f"too fast to mean anything: {big.unbounded_s:.2f} s"
     start = time.monotonic()
     code, _ = status_of(lambda: big.client.retrieval.Query(exact_query(big.ds_id), timeout=0.05))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
