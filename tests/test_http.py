@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -180,6 +181,33 @@ def test_body_larger_than_the_message_limit_is_resource_exhausted(
         client.call("RetrievalService", "Query", pb.QueryRequest(text=text))
     assert info.value.code == Code.RESOURCE_EXHAUSTED
     client.close()
+
+
+def test_the_refusal_of_an_oversized_body_survives_the_body_arriving_late(
+    start_http: Callable[..., str], new_key: Callable[..., str]
+) -> None:
+    """As http.client sends: the headers, then the body. A server that answers after the
+    headers and closes gets the body on a closed socket, which TCP answers with a reset
+    that destroys the refusal before the client reads it; a body up to 1 MiB is
+    therefore read (and dropped) before the refusal is sent."""
+    url = start_http(max_message_bytes=2048)
+    body = json.dumps({"text": "x" * 50_000}).encode()
+    head = (
+        f"POST /{PKG}.RetrievalService/Query HTTP/1.1\r\nHost: x\r\n"
+        f"authorization: Bearer {new_key()}\r\n"
+        f"content-type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head.encode())
+        time.sleep(0.3)
+        s.sendall(body)
+        time.sleep(0.3)
+        reply = b""
+        while b'"}' not in reply and (chunk := s.recv(65536)):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 429")
+    assert b'"code":"resource_exhausted"' in reply.replace(b" ", b"")
 
 
 def test_a_stalled_body_times_out(start_http: Callable[..., str]) -> None:

@@ -37,6 +37,10 @@ Send = Callable[[Message_], Awaitable[None]]
 
 # One gRPC-Web/Connect envelope header (flags + length) beyond the message itself.
 _ENVELOPE_BYTES = 5
+# An oversized body up to this many bytes is read and dropped before the refusal is
+# sent: closing a socket with unread bytes makes TCP reset it, and the reset can
+# destroy the refusal before the client reads it. Larger bodies are not read.
+_DISCARD_MAX_BYTES = 1 << 20
 
 
 class ProtoJsonCodec:
@@ -113,21 +117,36 @@ class HttpApp:
             if state["done"]:
                 return await receive()  # after the body: disconnect watch, no deadline
             if declared is not None and declared > limit:
+                if declared <= _DISCARD_MAX_BYTES:
+                    await discard_rest()
                 raise _too_large(limit)
+            message = await timed_receive()
+            if message["type"] == "http.request":
+                state["seen"] += len(message.get("body", b""))
+                state["done"] = not message.get("more_body", False)
+                if state["seen"] > limit:
+                    await discard_rest()
+                    raise _too_large(limit)
+            return message
+
+        async def timed_receive() -> Message_:
             try:
                 async with asyncio.timeout_at(deadline):
-                    message = await receive()
+                    return await receive()
             except TimeoutError:
                 raise ConnectError(
                     Code.DEADLINE_EXCEEDED,
                     f"request body not received within {self._body_timeout_s:g} s",
                 ) from None
-            if message["type"] == "http.request":
+
+        async def discard_rest() -> None:
+            """Read the rest of an oversized body, up to ``_DISCARD_MAX_BYTES`` in all."""
+            while not state["done"] and state["seen"] <= _DISCARD_MAX_BYTES:
+                message = await timed_receive()
+                if message["type"] != "http.request":
+                    return
                 state["seen"] += len(message.get("body", b""))
-                if state["seen"] > limit:
-                    raise _too_large(limit)
                 state["done"] = not message.get("more_body", False)
-            return message
 
         return guarded
 
