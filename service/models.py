@@ -388,6 +388,14 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A hit as a search returns it (vector, keyword, hybrid's two sides), best first."""
+
+    hit: Hit
+    passes: bool  # score >= threshold
+
+
+@dataclass(frozen=True)
 class DatastoreReport:
     """What a query did with one datastore. A skipped one (an agent's link the service
     does not serve) carries only its id and ``skipped_reason``, none of its settings."""
