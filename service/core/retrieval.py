@@ -212,5 +212,7 @@ class Retrieval:
 
 
 def _compiled_filter(spec: QuerySpec) -> Compiled | None:
+    if spec.filter is None:
+        return None  # the common query: no filter to parse
     tree = metadata_filter.parse(spec.filter)
     return None if tree is None else compile_filter(tree)
