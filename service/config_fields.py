@@ -20,7 +20,13 @@ nested dataclass, e.g. ``hnsw``). That one declaration gives the field its:
   (``bm25_k1`` is stored as ``{"bm25": {"k1": ...}}``);
 - **presence**: ``optional=True`` when the proto field is ``optional``, so a zero
   value is a real choice; otherwise a zero value (0, "", false, enum 0) means "the
-  default".
+  default";
+- **re-embedding**: ``fixed_while_reembedding=True`` when the field may not change while
+  a re-embedding job runs (the job's shadow table copied or indexes it), checked by
+  ``service.core.reembed_rules``;
+- **documentation**: ``doc`` (what it means and any rule beyond the range) and, for a
+  default derived at create time, ``default_doc``: the datastore-config table of
+  docs/configuration.md is generated from them (``scripts/gen_settings_docs.py``).
 
 JSON (:func:`to_json`, :func:`from_json`), update masks, range checks and the
 protobuf conversions (``service.api.converters``) walk :func:`leaves`. Adding a field
@@ -51,6 +57,9 @@ class FieldSpec:
     setting: str = ""
     json: str = ""
     optional: bool = False
+    fixed_while_reembedding: bool = False
+    doc: str = ""
+    default_doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,14 @@ def config_field(
     setting: str = "",
     json: str = "",
     optional: bool = False,
+    fixed_while_reembedding: bool = False,
+    doc: str,
+    default_doc: str = "",
 ) -> Any:
     """Declare a scalar config field (a dataclass field carrying its :class:`FieldSpec`)."""
-    spec = FieldSpec(minimum, maximum, setting, json, optional)
+    spec = FieldSpec(
+        minimum, maximum, setting, json, optional, fixed_while_reembedding, doc, default_doc
+    )
     return dataclasses.field(default=default, metadata={_SPEC: spec})
 
 

@@ -81,45 +81,136 @@ class Principal:
 class HnswParams:
     """The datastore's HNSW index (m, ef_construction) and search (ef_search) settings."""
 
-    m: int = config_field(16, minimum=2, maximum=100, setting="hnsw_m")
+    m: int = config_field(
+        16,
+        minimum=2,
+        maximum=100,
+        setting="hnsw_m",
+        fixed_while_reembedding=True,
+        doc="HNSW graph degree; a change rebuilds the index.",
+    )
     # At least 2 * m (pgvector's rule), checked by the core beside the maximum.
-    ef_construction: int = config_field(64, maximum=1000, setting="hnsw_ef_construction")
-    ef_search: int = config_field(100, minimum=1, maximum=1000, setting="hnsw_ef_search")
+    ef_construction: int = config_field(
+        64,
+        maximum=1000,
+        setting="hnsw_ef_construction",
+        fixed_while_reembedding=True,
+        doc="HNSW build candidate list, at least 2 * m; a change rebuilds the index.",
+    )
+    ef_search: int = config_field(
+        100,
+        minimum=1,
+        maximum=1000,
+        setting="hnsw_ef_search",
+        doc="HNSW search candidate list: at query time the server uses max(ef_search, k), "
+        "at most 1,000. Applies to the next query.",
+    )
     # pgvector's hnsw.max_scan_tuples for filtered (iterative) scans; 0: the server's rule.
-    iterative_scan_max_tuples: int = config_field(0, minimum=0, maximum=2**31 - 1)
+    iterative_scan_max_tuples: int = config_field(
+        0,
+        minimum=0,
+        maximum=2**31 - 1,
+        doc="pgvector's hnsw.max_scan_tuples for filtered searches: how many index tuples the "
+        "iterative HNSW scan visits before an exact search takes over.",
+        default_doc="`0`: a tenth of the datastore's chunks, at least 2,000, at most 100,000",
+    )
 
 
 @dataclass(frozen=True)
 class DatastoreConfig:
     """The datastore's retrieval settings, stored in ``datastores.config``.
 
-    Each field is defined here once; its JSON key, update-mask path, default, limits
-    and protobuf conversion derive from this declaration (see service/config_fields.py).
+    Each field is defined here once; its JSON key, update-mask path, default, limits,
+    protobuf conversion and documentation derive from this declaration (see
+    service/config_fields.py).
     """
 
     # "" / 0: derived when a datastore is created (the server's model, its dimensions,
     # its window); the core checks these four itself.
-    embedding_model: str = config_field("")
-    dimensions: int = config_field(0)
-    chunk_size: int = config_field(0)
-    chunk_overlap: int = config_field(0, optional=True)
-    search_mode: SearchMode = config_field(SearchMode.VECTOR)
+    embedding_model: str = config_field(
+        "",
+        doc="`sentence-transformers/all-MiniLM-L6-v2` or `all-MiniLM-L6-v2` (the bundled "
+        "model, 384 dims, 254-token window), a name the operator configured in "
+        "`RETRIEVAL_MODELS` (name -> local folder with `config.json`, loaded from local "
+        "files only), or `none` (caller-supplied vectors). Anything else, a filesystem path "
+        "included, is INVALID_ARGUMENT listing the names offered (no path from a request is "
+        "ever looked at; nothing is downloaded); a configured folder that fails to load, or "
+        "a name no longer configured: FAILED_PRECONDITION. Changing it on a datastore that "
+        "holds chunks starts a re-embedding job.",
+        default_doc="`RETRIEVAL_DEFAULT_EMBEDDING_MODEL`",
+    )
+    dimensions: int = config_field(
+        0,
+        doc="With a model: 0 or equal to the model's dimension; with `none`: required, > 0; "
+        "always 1..16,000. A change rebuilds the index.",
+        default_doc="the model's",
+    )
+    chunk_size: int = config_field(
+        0,
+        fixed_while_reembedding=True,
+        doc="Chunk length in model tokens: 8..the model's window (its `max_seq_length` - 2); "
+        "with `none` the upper bound is `RETRIEVAL_DEFAULT_CHUNK_SIZE`.",
+        default_doc="min(`RETRIEVAL_DEFAULT_CHUNK_SIZE`, the model's window)",
+    )
+    chunk_overlap: int = config_field(
+        0,
+        optional=True,
+        fixed_while_reembedding=True,
+        doc="Tokens shared by neighbouring chunks: 0 ≤ overlap < `chunk_size`.",
+        default_doc="min(`RETRIEVAL_DEFAULT_CHUNK_OVERLAP`, `chunk_size` // 4)",
+    )
+    search_mode: SearchMode = config_field(
+        SearchMode.VECTOR,
+        doc="The mode of a query that names none ([search.md](search.md)).",
+    )
     hnsw: HnswParams = config_group(HnswParams)
-    low_confidence_fallback: bool = config_field(True, optional=True)
+    low_confidence_fallback: bool = config_field(
+        True,
+        optional=True,
+        doc="When no datastore of a query has a passing hit, this one returns its best "
+        "min(3, max_results) hits flagged `below_threshold`.",
+    )
     # Keyword and hybrid search: the PostgreSQL text search configuration of the
     # chunks' tsvector, the Reciprocal Rank Fusion constant and the BM25 parameters.
     text_search_config: str = config_field(
-        DEFAULT_TEXT_SEARCH_CONFIG, setting="default_text_search_config"
+        DEFAULT_TEXT_SEARCH_CONFIG,
+        setting="default_text_search_config",
+        fixed_while_reembedding=True,
+        doc="The keyword index's text search configuration: a name in `pg_ts_config`, stored "
+        "under its canonical name; a change rewrites the datastore's tsvectors.",
     )
-    rrf_k: int = config_field(DEFAULT_RRF_K, minimum=1, maximum=10_000)
+    rrf_k: int = config_field(
+        DEFAULT_RRF_K,
+        minimum=1,
+        maximum=10_000,
+        doc="Reciprocal Rank Fusion constant of hybrid search.",
+    )
     bm25_k1: float = config_field(
-        DEFAULT_BM25_K1, minimum=0, maximum=10, json="bm25.k1", optional=True
+        DEFAULT_BM25_K1,
+        minimum=0,
+        maximum=10,
+        json="bm25.k1",
+        optional=True,
+        doc="BM25 term-frequency saturation (stored as `bm25.k1`).",
     )
-    bm25_b: float = config_field(DEFAULT_BM25_B, minimum=0, maximum=1, json="bm25.b", optional=True)
+    bm25_b: float = config_field(
+        DEFAULT_BM25_B,
+        minimum=0,
+        maximum=1,
+        json="bm25.b",
+        optional=True,
+        doc="BM25 length normalisation (stored as `bm25.b`).",
+    )
     # A stored config without it predates the field: its index is float32, whatever the
     # server's default for new datastores. Changing it rebuilds the index.
     vector_precision: VectorPrecision = config_field(
-        VectorPrecision.FLOAT32, setting="default_vector_precision"
+        VectorPrecision.FLOAT32,
+        setting="default_vector_precision",
+        fixed_while_reembedding=True,
+        doc="`FLOAT32` or `FLOAT16`: the HNSW index's precision "
+        "([scale.md](scale.md#vector-precision-halfvec)); scores always come from the "
+        "stored float32 vectors. A change rebuilds the index.",
+        default_doc="`RETRIEVAL_DEFAULT_VECTOR_PRECISION`; a stored config without it: `FLOAT32`",
     )
 
     def to_json(self) -> JsonObject:
@@ -294,6 +385,14 @@ class Hit:
     # applies to) and its BM25 score; ``score`` is then the fused (or BM25) score.
     vector_score: float | None = None
     keyword_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A hit as a search returns it (vector, keyword, hybrid's two sides), best first."""
+
+    hit: Hit
+    passes: bool  # score >= threshold
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from service.models import Role
 from service.settings import Settings
 from tests.helpers.ingest_cli import assert_consistent, datastore_counts, run_cli
 from tests.helpers.paths import SCIFACT
+from tests.helpers.rpc import stream_ingest_threads
 
 # ------------------------------------------------------------------ fixtures and helpers
 
@@ -314,10 +314,6 @@ def test_cli_scifact_sample_counts_match(
     assert_consistent(counts)
 
 
-def _ingest_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("ingest-")]
-
-
 def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -345,7 +341,7 @@ def test_killed_cli_rerun_completes_exactly(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    _wait_for(lambda: not _ingest_threads())  # the server has noticed and stopped
+    _wait_for(lambda: not stream_ingest_threads())  # the server has noticed and stopped
     before = datastore_counts(app, ds.id)
     assert 0 < before["documents"] < n
     assert_consistent(before)

@@ -18,7 +18,6 @@ from service import cli
 from service.app import App
 from service.bootstrap import announce_local_key
 from service.client import Client, connect, pb
-from service.core import lookup_cache
 from service.core.identity import Identity, IssuedKey, hash_key, parse_duration
 from service.core.lookup_cache import LookupCache
 from service.errors import InvalidArgument, Unauthenticated
@@ -146,11 +145,10 @@ def test_a_repeated_bogus_key_reaches_the_database_once(
 
 
 def test_unknown_keys_are_forgotten_after_their_ttl_and_the_table_is_bounded(
-    hygiene_app: App, monkeypatch: pytest.MonkeyPatch
+    hygiene_app: App,
 ) -> None:
-    monkeypatch.setattr(lookup_cache, "_MAX_MISSES", 3)
     clock = Clock()
-    lookups = LookupCache(hygiene_app.db, ttl_s=60.0, negative_ttl_s=5.0, clock=clock)
+    lookups = LookupCache(hygiene_app.db, ttl_s=60.0, negative_ttl_s=5.0, max_misses=3, clock=clock)
     hashes = [hash_key(f"agr_{i}-{uuid.uuid4().hex}") for i in range(4)]
     for h in hashes:
         assert lookups.api_key(h) is None

@@ -16,9 +16,11 @@ from google.protobuf import field_mask_pb2
 from service import scoring
 from service.app import App
 from service.client import Client, pb
+from service.core.lookup_cache import LookupCache
 from service.core.prepared import content_sha256
+from service.core.retrieval import Retrieval
 from service.errors import ModelSwitched
-from service.models import Datastore, DocumentInput
+from service.models import Datastore, DocumentInput, Principal, QuerySpec, Role
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import datastores as datastore_rows
 from service.storage import keyword, partitions, reembed_jobs
@@ -143,6 +145,10 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
         assert before.config.embedding_model == BUNDLED_MODEL
         old_settings = second.app.lookups.datastore(uuid.UUID(ds.id))
         assert old_settings is not None
+        # A cache that hears no change notifications, holding the settings from before
+        # the switch: what a replica that missed the notification has.
+        stale = LookupCache(second.app.db, ttl_s=3600.0)
+        assert stale.datastore(old_settings.id) == old_settings
         querier = _Querier(second.client, ds.id)
         querier.start()
         try:
@@ -166,20 +172,22 @@ def test_a_datastore_moves_to_another_model_while_queried_and_resumes_after_a_re
         )
         assert after.reembed.chunks_done == after.reembed.chunks_total == len(docs)
         _assert_every_vector_from(second.app, ds.id, SECOND_MODEL, chunks=len(docs))
-        _assert_stale_settings_are_caught(second.app, second.client, old_settings, new)
+        _assert_stale_settings_are_caught(second.app, stale, old_settings, new)
         # Ingesting after the switch embeds with the new model.
         _ingest(second.client, ds.id, {"after": TOPICS[2]})
         _assert_every_vector_from(second.app, ds.id, SECOND_MODEL, chunks=len(docs) + 1)
 
 
 def _assert_stale_settings_are_caught(
-    app: App, client: Client, old_settings: Datastore, new: list[float]
+    app: App, stale: LookupCache, old_settings: Datastore, new: list[float]
 ) -> None:
     """What a replica holding the settings from before the switch does: a query is
     retried with fresh settings; an ingest embedded with the old model is refused."""
-    app.lookups._entries[("datastore", old_settings.id)] = (float("inf"), old_settings)
-    scores = [h.score for h in query_text(client, str(old_settings.id), QUERY).hits]
-    np.testing.assert_allclose(scores, new, atol=2e-3)
+    retrieval = Retrieval(app.db, app.embeddings, app.settings, stale)
+    owner = Principal(old_settings.user_id, Role.USER)
+    result = retrieval.query(owner, QuerySpec(datastore_ids=(old_settings.id,), text=QUERY))
+    np.testing.assert_allclose([h.score for h in result.hits], new, atol=2e-3)
+    assert stale.loads("datastore") == 2  # the stale settings, then afresh for the retry
     doc = DocumentInput(external_id="stale", text=TOPICS[3])
     prepared = app.ingestion.prepare(doc, old_settings, content_sha256(doc, old_settings))
     app.ingestion.embed([prepared], old_settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +18,12 @@ from service.client import Client, pb
 from service.core.stream_ingest import StreamIngest, StreamItem, StreamLimits
 from service.models import ChunkInput, Datastore, DocumentInput, IngestStatus, Principal, Role
 from tests.helpers.rows import row_counts
-from tests.helpers.rpc import status_of, text_datastore, vector_datastore
+from tests.helpers.rpc import (
+    status_of,
+    stream_ingest_threads,
+    text_datastore,
+    vector_datastore,
+)
 
 
 def requests(ds_id: str, docs: Iterable[pb.DocumentInput]) -> Iterator[pb.StreamIngestRequest]:
@@ -224,10 +228,6 @@ def test_stream_errors_abort_with_a_status(
         anonymous.close()
 
 
-def _ingest_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("ingest-")]
-
-
 def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -250,9 +250,9 @@ def test_client_cancel_stops_the_pipeline(client: Client) -> None:
     call = client.ingest.StreamIngest(endless())
     first = next(call)
     assert first.status == pb.CREATED
-    assert _ingest_threads()
+    assert stream_ingest_threads()
     call.cancel()
-    assert _wait_for(lambda: not _ingest_threads()), _ingest_threads()
+    assert _wait_for(lambda: not stream_ingest_threads()), stream_ingest_threads()
 
 
 # ------------------------------------------------------------------ the core pipeline
@@ -320,7 +320,7 @@ def test_slow_reader_bounds_what_is_read(
     bound = limits.read_ahead + limits.group + 8 * limits.batch_documents + 1
     assert pulled <= bound
     results.close()
-    assert _wait_for(lambda: not _ingest_threads())
+    assert _wait_for(lambda: not stream_ingest_threads())
 
 
 def test_metadata_json_cannot_hold_fails_alone(

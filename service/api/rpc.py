@@ -9,11 +9,10 @@ from typing import Protocol, TypeVar
 import grpc
 
 from service import call_scope
-from service.api.decoding import check_decoded, checked_stream
+from service.api.decoding import check_decoded, check_request, checked_stream
 from service.api.errors import status_for
 from service.api.limits import principal_slot
 from service.api.observability import Call
-from service.api.request_checks import check_request
 from service.core.identity import Identity
 from service.errors import Unauthenticated
 from service.models import Principal

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from service.storage.candidates import Candidate
+from service.models import Candidate
 
 
 def reciprocal_rank_fusion(

@@ -42,9 +42,12 @@ class LookupCache:
         *,
         ttl_s: float = 30.0,
         negative_ttl_s: float = 5.0,
+        max_misses: int = _MAX_MISSES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``max_misses``: unknown credentials remembered at most (oldest out first)."""
         self._db = db
+        self._max_misses = max_misses
         self._ttl_s = ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._clock = clock
@@ -98,7 +101,7 @@ class LookupCache:
                 self._entries.clear()
             self._entries[key] = (now + self._ttl_s, value)
         elif key[0] in _NEGATIVE_KINDS and self._negative_ttl_s > 0:
-            while len(self._misses) >= _MAX_MISSES:
+            while len(self._misses) >= self._max_misses:
                 self._misses.popitem(last=False)
             self._misses[key] = now + self._negative_ttl_s
 

@@ -1,5 +1,5 @@
 """A query's plan for each datastore, the storage searches that answer it (hybrid's two
-fused by RRF), and the merge of every datastore's candidates.
+fused by RRF), the merge of every datastore's candidates, and the response's byte budget.
 
 Pure functions of values: no database, no model (tests/unit covers them directly).
 """
@@ -7,6 +7,7 @@ Pure functions of values: no database, no model (tests/unit covers them directly
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -14,6 +15,7 @@ from uuid import UUID
 
 from service.core.fusion import reciprocal_rank_fusion
 from service.models import (
+    Candidate,
     Datastore,
     DatastoreReport,
     Hit,
@@ -22,11 +24,12 @@ from service.models import (
     SearchMode,
     Vector,
 )
-from service.storage.candidates import Candidate
 from service.storage.filters import Compiled
 from service.storage.search_plan import KeywordSearch, Search, VectorSearch
 
 FALLBACK_HITS = 3
+# Bytes a hit costs beyond its text fields: ids, scores, field tags (a generous bound).
+_HIT_OVERHEAD = 160
 
 
 class DatastoreSearch(NamedTuple):
@@ -187,3 +190,28 @@ def _best_chunk_per_document(found: list[Candidate]) -> list[Candidate]:
             seen.add(c.hit.document_id)
             out.append(c)
     return out
+
+
+def hit_bytes(hit: Hit) -> int:
+    """An upper estimate of ``hit``'s encoded size."""
+    metadata = json.dumps(hit.metadata, separators=(",", ":")) if hit.metadata else ""
+    return (
+        _HIT_OVERHEAD
+        + len(hit.external_id.encode())
+        + len(hit.title.encode())
+        + len(hit.content.encode())
+        + 2 * len(metadata.encode())  # a Struct encodes each value with its type tag
+    )
+
+
+def fit_response(result: QueryResult, budget: int) -> QueryResult:
+    """``result`` with the best hits that fit ``budget`` bytes; ``truncated`` if any was cut.
+
+    The budget holds even for one hit: a caller may get no hits and ``truncated``.
+    """
+    used = sum(200 for _ in result.reports)
+    for i, hit in enumerate(result.hits):
+        used += hit_bytes(hit)
+        if used > budget:
+            return dataclasses.replace(result, hits=result.hits[:i], truncated=True)
+    return result

@@ -6,10 +6,12 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from service import config_fields
 from service.errors import FailedPrecondition
 from service.models import NO_MODEL, Datastore, DatastoreConfig, Metric, ReembedStatus
 
 _MODEL_PATHS = {"config", "config.embedding_model", "config.dimensions"}
+_FIXED = tuple(f for f in config_fields.leaves(DatastoreConfig) if f.spec.fixed_while_reembedding)
 
 
 @dataclass(frozen=True)
@@ -80,17 +82,12 @@ def reembed_decision(
 def _check_during_job(
     current: Datastore, config: DatastoreConfig, metric: Metric, job: ReembedStatus
 ) -> None:
-    """While a job runs, settings its shadow table copied or indexes stay fixed."""
+    """While a job runs, settings its shadow table copied or indexes stay fixed: the
+    metric and the config fields declared ``fixed_while_reembedding``."""
     source = current.config
-    fixed = {
-        "similarity_metric": (metric, current.metric),
-        "config.chunk_size": (config.chunk_size, source.chunk_size),
-        "config.chunk_overlap": (config.chunk_overlap, source.chunk_overlap),
-        "config.hnsw.m": (config.hnsw.m, source.hnsw.m),
-        "config.hnsw.ef_construction": (config.hnsw.ef_construction, source.hnsw.ef_construction),
-        "config.text_search_config": (config.text_search_config, source.text_search_config),
-        "config.vector_precision": (config.vector_precision, source.vector_precision),
-    }
+    fixed: dict[str, tuple[object, object]] = {"similarity_metric": (metric, current.metric)}
+    for f in _FIXED:
+        fixed[f.mask] = (config_fields.get(config, f.path), config_fields.get(source, f.path))
     changed = [name for name, (new, old) in fixed.items() if new != old]
     if changed:
         raise FailedPrecondition(

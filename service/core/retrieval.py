@@ -5,14 +5,15 @@ from __future__ import annotations
 from uuid import UUID
 
 from service import metadata_filter, metrics
-from service.core import access, query_limits, query_plan
+from service.core import access, query_plan
 from service.core.lookup_cache import LookupCache
 from service.core.query_plan import Plan
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
-from service.errors import InvalidArgument, ModelSwitched
+from service.errors import InvalidArgument, ModelSwitched, ResourceExhausted
 from service.models import (
     NO_MODEL,
+    Candidate,
     Datastore,
     DatastoreReport,
     Principal,
@@ -22,8 +23,7 @@ from service.models import (
     Vector,
 )
 from service.settings import Settings
-from service.storage import search_plan
-from service.storage.candidates import Candidate
+from service.storage import search_plan, sizes
 from service.storage.database import Database
 from service.storage.filters import Compiled, compile_filter
 from service.storage.replicas import ReadPools, parse_token
@@ -58,7 +58,7 @@ class Retrieval:
                 # searching it: once more, with the settings read afresh.
                 self._lookups.invalidate()
                 result = self._query(principal, spec)
-            result = query_limits.fit_response(result, self._settings.max_response_bytes)
+            result = query_plan.fit_response(result, self._settings.max_response_bytes)
             mode = metrics.mode_label(r.mode for r in result.reports if r.mode is not None)
             metrics.observe_query(mode, len(result.hits), any(r.fallback for r in result.reports))
             return result
@@ -67,10 +67,8 @@ class Retrieval:
         self._check_spec(spec)
         where = _compiled_filter(spec)
         datastores, skipped = self._resolve(principal, spec)
-        if spec.exact:
-            query_limits.check_exact(
-                self._db, principal, datastores, self._settings.exact_max_chunks
-            )
+        if spec.exact and not principal.is_service:
+            self._check_exact(datastores)
         result = self._search(spec, where, datastores)
         return QueryResult(result.hits, result.reports + skipped)
 
@@ -130,6 +128,19 @@ class Retrieval:
             if spec.text is None or not spec.text.strip():
                 raise InvalidArgument("query text is empty: send text or a vector")
             check_text(spec.text, "text", max_chars=MAX_QUERY_CHARS)
+
+    def _check_exact(self, datastores: list[Datastore]) -> None:
+        """Exact search reads every chunk: users may run it on datastores up to
+        ``exact_max_chunks`` chunks (service principals on any)."""
+        limit = self._settings.exact_max_chunks
+        with self._db.autocommit() as conn:
+            for datastore in datastores:
+                if sizes.chunks_over(conn, datastore.id, limit):
+                    raise ResourceExhausted(
+                        f"exact search is limited to datastores of at most {limit} chunks for "
+                        f"user credentials; datastore {datastore.id} is larger: search it "
+                        "approximately (exact = false) or with a service credential"
+                    )
 
     def _resolve(
         self, principal: Principal, spec: QuerySpec
@@ -201,5 +212,7 @@ class Retrieval:
 
 
 def _compiled_filter(spec: QuerySpec) -> Compiled | None:
+    if spec.filter is None:
+        return None  # the common query: no filter to parse
     tree = metadata_filter.parse(spec.filter)
     return None if tree is None else compile_filter(tree)

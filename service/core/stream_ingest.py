@@ -37,6 +37,9 @@ from service.errors import InvalidArgument, RetrievalError
 from service.models import Datastore, DocumentInput, DocumentResult, IngestStatus, Principal
 
 _log = logging.getLogger(__name__)
+# A stream's pipeline threads are named THREAD_PREFIX + stage ("ingest-embed"): what
+# thread dumps (py-spy, faulthandler) show, and how tests see that a stream's threads end.
+THREAD_PREFIX = "ingest-"
 
 T = TypeVar("T")
 
@@ -190,7 +193,9 @@ class _Run:
 
         # In the stream's context: its deadline and cancellation reach the stages' SQL.
         context = contextvars.copy_context()
-        thread = threading.Thread(target=context.run, args=(target,), name=name, daemon=True)
+        thread = threading.Thread(
+            target=context.run, args=(target,), name=THREAD_PREFIX + name, daemon=True
+        )
         if join:
             self._threads.append(thread)
         thread.start()
@@ -224,10 +229,10 @@ class StreamIngest:
         embedded: _Pipe[_Batch] = _Pipe(1, run.stop)
         done: _Pipe[list[DocumentResult]] = _Pipe(2, run.stop)
         # not joined: it may be blocked on the caller, and it ends with the call
-        run.spawn("ingest-read", lambda: _read(items, read, budget), join=False)
-        run.spawn("ingest-prepare", lambda: self._prepare(datastore, read, budget, prepared))
-        run.spawn("ingest-embed", lambda: self._embed(datastore, prepared, embedded))
-        run.spawn("ingest-write", lambda: self._write(datastore, embedded, done))
+        run.spawn("read", lambda: _read(items, read, budget), join=False)
+        run.spawn("prepare", lambda: self._prepare(datastore, read, budget, prepared))
+        run.spawn("embed", lambda: self._embed(datastore, prepared, embedded))
+        run.spawn("write", lambda: self._write(datastore, embedded, done))
         try:
             while not isinstance(results := done.get(), _End):
                 metrics.count_ingested(r.status for r in results)

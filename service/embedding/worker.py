@@ -15,7 +15,7 @@ Callers mark each query with ``with worker.query():``; a query that is the only
 one in flight runs on the calling thread with every core when nothing else is
 running or queued: handing it to a lane and back costs two thread wake-ups, and
 one query on all cores is faster than on one. Query vectors are kept in a small
-cache (``QueryCache``).
+cache (``QueryCache``: agents ask the same question again).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import metrics
-from service.embedding.query_cache import QueryCache
+from service.embedding.base import Embedder
 from service.embedding.registry import ModelRegistry
 from service.errors import Unavailable
 from service.models import Vector
@@ -91,6 +91,38 @@ class _BulkJob:
     failed: bool = False
 
 
+class QueryCache:
+    """The last ``size`` query vectors, least recently used out first; ``size`` 0 keeps none.
+
+    Cached vectors are shared between callers, so they are made read-only.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._vectors: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: str, text: str) -> Vector | None:
+        """The cached vector of ``text`` under ``model``, or None (counted as a miss)."""
+        key = (model, text)
+        with self._lock:
+            vector = self._vectors.get(key)
+            if vector is not None:
+                self._vectors.move_to_end(key)
+        metrics.count_query_cache(hit=vector is not None)
+        return vector
+
+    def put(self, model: str, text: str, vector: Vector) -> None:
+        """Keep ``vector`` (made read-only) as the embedding of ``text`` under ``model``."""
+        if not self._size:
+            return
+        vector.setflags(write=False)
+        with self._lock:
+            self._vectors[(model, text)] = vector
+            if len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
+
+
 class EmbeddingWorker:
     """Runs embedding jobs on ``lanes`` threads, queries before ingestion slices."""
 
@@ -105,6 +137,7 @@ class EmbeddingWorker:
         query_cache_size: int = 1024,
     ) -> None:
         self.registry = registry
+        self._models: dict[str, Embedder] = {}  # see _model
         self._cache = QueryCache(query_cache_size)
         self._queries = _QueriesInFlight()
         self._batch_size = batch_size
@@ -168,6 +201,15 @@ class EmbeddingWorker:
         however few its texts."""
         return self._embed(model, texts, alone=False, kind="ingest", bulk=bulk)
 
+    def _model(self, name: str) -> Embedder:
+        """The loaded model ``name``. The registry resolves and loads it once (or raises,
+        and the next run asks again); later runs find it here, without the registry's
+        name look-up and lock on every query."""
+        embedder = self._models.get(name)
+        if embedder is None:
+            embedder = self._models[name] = self.registry.get(name)
+        return embedder
+
     def _embed(
         self, model: str, texts: Sequence[str], *, alone: bool, kind: str, bulk: bool = False
     ) -> Vector:
@@ -176,7 +218,7 @@ class EmbeddingWorker:
         the run in the metrics."""
         if self._stopped:
             raise Unavailable(_SHUTTING_DOWN)
-        embedder = self.registry.get(model)
+        embedder = self._model(model)
         if not texts:
             return np.zeros((0, embedder.dimensions), dtype=np.float32)
         small = len(texts) <= self._batch_size and not bulk
@@ -296,7 +338,7 @@ class EmbeddingWorker:
     def _execute(self, batch: list[_Job]) -> None:
         texts = [t for job in batch for t in job.texts]
         try:
-            embedder = self.registry.get(batch[0].model)
+            embedder = self._model(batch[0].model)
             with metrics.embedding_kind(batch[0].kind):
                 vectors = embedder.embed(texts, single_thread=self._single_thread)
         except Exception as e:  # each caller gets the failure, the lane lives on
@@ -314,7 +356,7 @@ class EmbeddingWorker:
             return
         texts = [bulk.job.texts[i] for i in rows]
         try:
-            embedder = self.registry.get(bulk.job.model)
+            embedder = self._model(bulk.job.model)
             with metrics.embedding_kind(bulk.job.kind):
                 vectors = embedder.embed(texts, single_thread=self._single_thread)
         except Exception as e:

@@ -25,11 +25,10 @@ from psycopg import sql
 from psycopg.rows import RowFactory, namedtuple_row
 
 from service import scoring
-from service.models import Datastore, Vector
-from service.storage.candidates import Candidate, ChunkRow, Pending, chunk_hit
+from service.models import Candidate, Datastore, Vector
 from service.storage.filters import Compiled
 from service.storage.partitions import partition_name
-from service.storage.vector_search import distance_sql
+from service.storage.vector_search import ChunkRow, Pending, chunk_hit, distance_sql
 
 
 class KeywordRow(ChunkRow, Protocol):

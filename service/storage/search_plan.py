@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from service.models import Datastore, Vector
+from service.models import Candidate, Datastore, Vector
 from service.storage import keyword_search, vector_search
-from service.storage.candidates import Candidate, Pending
 from service.storage.database import Connection, Database
 from service.storage.filters import Compiled
+from service.storage.vector_search import Pending
 
 
 # Named tuples, not dataclasses: built on every query, a tuple is several times cheaper.

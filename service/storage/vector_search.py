@@ -7,22 +7,78 @@ under the scan, with pgvector's iterative index scan (see :func:`submit`).
 
 A float16 datastore's scan orders by the halfvec expression its index is built on;
 every distance and score is still computed on the stored float32 vector.
+
+Every search row (this module's and :mod:`keyword_search`'s, which builds on it) starts
+with the :class:`ChunkRow` columns and becomes a :class:`Candidate` by
+:func:`chunk_hit`. Rows come as ``namedtuple_row`` tuples, read by column name.
+Measured over 1,000 rows of a search's columns: ``class_row`` into a dataclass costs
+about 6 µs a row more than plain tuples (fetch ~35% slower); ``namedtuple_row`` under
+1 µs.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol, cast
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import RowFactory, namedtuple_row
 
 from service import scoring
-from service.models import Datastore, Vector
-from service.storage.candidates import Candidate, ChunkRow, Pending, chunk_hit
+from service.models import Candidate, Datastore, Hit, JsonObject, Vector
 from service.storage.filters import Compiled
 from service.storage.partitions import embedding_expr, partition_name, stored_expr
+
+# What collects a queued search's rows: calling it waits for the server's answer.
+Pending = Callable[[], list[Candidate]]
+
+
+class ChunkRow(Protocol):
+    """The columns every search row starts with."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def document_id(self) -> UUID: ...
+    @property
+    def external_id(self) -> str: ...
+    @property
+    def chunk_index(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def content(self) -> str: ...
+    @property
+    def metadata(self) -> JsonObject | None: ...
+
+
+def chunk_hit(
+    datastore: Datastore,
+    row: ChunkRow,
+    *,
+    score: float,
+    distance: float,
+    vector_score: float | None,
+    keyword_score: float | None = None,
+) -> Hit:
+    """A hit from a search row."""
+    return Hit(
+        datastore_id=datastore.id,
+        document_id=UUID(str(row.document_id)),
+        external_id=row.external_id,
+        chunk_id=int(row.id),
+        chunk_index=int(row.chunk_index),
+        title=row.title,
+        content=row.content,
+        metadata=row.metadata or {},
+        score=score,
+        distance=distance,
+        vector_score=vector_score,
+        keyword_score=keyword_score,
+    )
 
 
 class VectorRow(ChunkRow, Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from google.protobuf import struct_pb2
 
 from service.client import Client, pb
+from service.core.stream_ingest import THREAD_PREFIX
 
 
 def vector_datastore(
@@ -100,3 +102,9 @@ def struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
     out = struct_pb2.Struct()
     out.update(value)
     return out
+
+
+def stream_ingest_threads() -> list[threading.Thread]:
+    """The pipeline threads of this process's StreamIngest calls still running (their
+    names are the only way to tell them from the server's other threads)."""
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]

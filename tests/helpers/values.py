@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from service.models import Datastore, DatastoreConfig, Hit, Metric, SearchMode
-from service.storage.candidates import Candidate
+from service.models import Candidate, Datastore, DatastoreConfig, Hit, Metric, SearchMode
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -4,6 +4,8 @@ masks, defaults and limits (no database, no model)."""
 from __future__ import annotations
 
 import math
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,9 +22,18 @@ from service.core.datastore_config import (
     build_config,
     masked_fields,
 )
+from service.core.reembed_rules import reembed_decision
 from service.embedding.registry import ModelRegistry
-from service.errors import InvalidArgument
-from service.models import DatastoreConfig, HnswParams, SearchMode
+from service.errors import FailedPrecondition, InvalidArgument
+from service.models import (
+    Datastore,
+    DatastoreConfig,
+    HnswParams,
+    Metric,
+    ReembedStatus,
+    SearchMode,
+    VectorPrecision,
+)
 from service.settings import Settings
 
 SETTINGS = Settings()
@@ -186,3 +197,43 @@ def test_limits_and_defaults_are_shared_with_the_settings() -> None:
 def test_a_request_names_only_defined_fields() -> None:
     with pytest.raises(ValueError, match="hnsw_m"):
         ConfigRequest({"hnsw_m": 8})
+
+
+def _reembedding(config: DatastoreConfig) -> tuple[Datastore, ReembedStatus]:
+    now = datetime.now(UTC)
+    current = Datastore(
+        uuid.uuid4(), uuid.uuid4(), "d", "", "pgvector", config, Metric.COSINE, 0.5, 5, now, now
+    )
+    job = ReembedStatus("copying", 0, 10, "other-model", 8, config.embedding_model, 4)
+    return current, job
+
+
+def test_fields_declared_fixed_cannot_change_while_a_job_runs() -> None:
+    source = _build(chunk_size=100)
+    current, job = _reembedding(source)
+    fixed = [f for f in FIELDS if f.spec.fixed_while_reembedding]
+    assert {f.path for f in fixed} >= {"chunk_size", "hnsw.m", "vector_precision"}
+    for f in FIELDS:
+        old = config_fields.get(source, f.path)
+        new: Any = not old if f.kind is bool else next(v for v in _OTHER[f.kind] if v != old)
+        changed = config_fields.build(
+            DatastoreConfig, {**ConfigRequest.of(source).values, f.path: new}
+        )
+        if f.path in ("embedding_model", "dimensions"):
+            continue  # the model is the job's own business
+        if f.spec.fixed_while_reembedding:
+            with pytest.raises(FailedPrecondition, match=f"{f.mask} cannot change"):
+                reembed_decision(current, changed, Metric.COSINE, [f.mask], job)
+        else:
+            assert not reembed_decision(current, changed, Metric.COSINE, [f.mask], job).cancel
+    with pytest.raises(FailedPrecondition, match="similarity_metric cannot change"):
+        reembed_decision(current, source, Metric.DOT, ["similarity_metric"], job)
+
+
+_OTHER: dict[type[Any], tuple[Any, ...]] = {
+    int: (7, 9),
+    float: (0.5, 0.25),
+    str: ("simple", "german"),
+    SearchMode: tuple(SearchMode),
+    VectorPrecision: tuple(VectorPrecision),
+}

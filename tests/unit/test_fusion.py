@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core.fusion import reciprocal_rank_fusion
-from service.storage.candidates import Candidate
+from service.models import Candidate
 from tests.helpers.values import candidate
 
 DS = uuid.UUID(int=0)

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from service.core import query_plan
 from service.core.query_plan import FALLBACK_HITS, Plan
-from service.models import QuerySpec, SearchMode
-from service.storage.candidates import Candidate
+from service.models import Candidate, QuerySpec, SearchMode
 from tests.helpers.values import candidate, datastore
 
 TEXT = QuerySpec(text="rivers")
