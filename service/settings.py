@@ -71,7 +71,8 @@ class Settings(AuthSettings):
         default=30.0,
         gt=0,
         description="A stream whose caller sends nothing for this long, while the server "
-        "waits for its next message, ends with DEADLINE_EXCEEDED.",
+        "waits for its next message with nothing left to work on, ends with "
+        "DEADLINE_EXCEEDED (time spent on what the caller sent never counts).",
     )
     stream_read_ahead_bytes: int = Field(
         default=4 * 1024 * 1024,

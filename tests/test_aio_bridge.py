@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,12 +61,33 @@ def _meta_stream(requests: Iterator[bytes], context: SyncContext) -> Iterator[by
         yield request
 
 
+def _slow_stream(requests: Iterator[bytes], context: SyncContext) -> Iterator[bytes]:
+    """Busy for longer than the idle timeout on each message before answering it."""
+    for request in requests:
+        time.sleep(2 * IDLE_S)
+        yield request
+
+
+IDLE_S = 0.5
+
+
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
+    yield from _serve(idle_timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def short_idle_target() -> Iterator[str]:
+    yield from _serve(idle_timeout_s=IDLE_S)
+
+
+def _serve(idle_timeout_s: float) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    runner = Runner(loop, Gate(4), PrincipalSlots(4), read_ahead_bytes=1024, idle_timeout_s=5)
+    runner = Runner(
+        loop, Gate(4), PrincipalSlots(4), read_ahead_bytes=1024, idle_timeout_s=idle_timeout_s
+    )
 
     async def start() -> tuple[aio.Server, int]:
         server = aio.server()
@@ -76,6 +98,7 @@ def target() -> Iterator[str]:
             "Upper": runner.wrap(grpc.stream_stream_rpc_method_handler(_echo_stream)),
             "Meta": runner.wrap(grpc.unary_unary_rpc_method_handler(_meta)),
             "MetaStream": runner.wrap(grpc.stream_stream_rpc_method_handler(_meta_stream)),
+            "Slow": runner.wrap(grpc.stream_stream_rpc_method_handler(_slow_stream)),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", handlers),))
         port = server.add_insecure_port("127.0.0.1:0")
@@ -87,6 +110,7 @@ def target() -> Iterator[str]:
     asyncio.run_coroutine_threadsafe(server.stop(0), loop).result()
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+    loop.close()
 
 
 def test_time_remaining_is_the_callers_deadline(target: str) -> None:
@@ -155,3 +179,42 @@ def test_initial_metadata_reach_the_caller_of_a_stream(target: str, messages: li
             got.extend(responses)
         assert META[0] in responses.initial_metadata()
     assert got == expected
+
+
+def _one_at_a_time(answered: threading.Event, messages: list[bytes]) -> Iterator[bytes]:
+    """Sends a message, then nothing until its answer has arrived (a client with a window of 1)."""
+    for message in messages:
+        answered.clear()
+        yield message
+        assert answered.wait(10)
+
+
+def test_a_client_waiting_for_the_answer_to_what_it_sent_is_not_idle(
+    short_idle_target: str,
+) -> None:
+    """The server takes longer than the idle timeout over each message; the client sends
+    its next one only after the answer. Only the server's wait for a message is idle time."""
+    answered = threading.Event()
+    got: list[bytes] = []
+    with grpc.insecure_channel(short_idle_target) as channel:
+        slow: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream("/t.T/Slow")
+        for reply in slow(_one_at_a_time(answered, [b"a", b"b", b"c"]), timeout=30):
+            got.append(reply)
+            answered.set()
+    assert got == [b"a", b"b", b"c"]
+
+
+def test_a_client_silent_while_the_server_waits_is_cut_at_the_idle_timeout(
+    short_idle_target: str,
+) -> None:
+    def silent_after_one() -> Iterator[bytes]:
+        yield b"a"
+        time.sleep(10 * IDLE_S + 2 * IDLE_S)
+
+    started = time.monotonic()
+    with grpc.insecure_channel(short_idle_target) as channel, pytest.raises(grpc.RpcError) as info:
+        slow: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream("/t.T/Slow")
+        list(slow(silent_after_one(), timeout=30))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # busy for 2 x IDLE_S on the message, then idle for IDLE_S, read at most 1 s late
+    assert time.monotonic() - started < 3 * IDLE_S + 1.0 + 2.0

@@ -9,7 +9,9 @@ the executor has as many threads as the gate has slots, so none waits for one.
 
 Streams: the loop reads ahead at most ``read_ahead_bytes`` of messages per
 stream, and a caller silent for ``idle_timeout_s`` while the server waits for
-its next message ends the call with DEADLINE_EXCEEDED.
+its next message (its thread has nothing queued to work on) ends the call with
+DEADLINE_EXCEEDED. Time the server spends on what it was sent never counts: a
+client may wait for those results before it sends more.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +36,9 @@ _log = logging.getLogger(__name__)
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 BUSY = "server busy: too many calls in flight; retry with backoff"
 SHUTTING_DOWN = "server shutting down: resume on a new stream (committed documents are kept)"
-_WRITE_TIMEOUT_S = 60.0  # a response the client does not take for this long ends the stream
+_WRITE_TIMEOUT_S = 60.0
+_BUSY_RECHECK_S = 1.0  # while a stream's thread is busy, how often its idle clock is read
+FIRST = asyncio.FIRST_COMPLETED  # a response the client does not take for this long ends the stream
 
 
 class Aborted(Exception):
@@ -161,6 +166,10 @@ class _Feed:
         self._cond = threading.Condition()
         self._space = asyncio.Event()
         self.idle = False
+        # Since when the call's thread has waited for a message with none queued (None:
+        # it is busy with one). Only that wait counts towards the idle timeout: a client
+        # waiting for the results of what it sent is not idle, however slow the server.
+        self._waiting_since: float | None = time.monotonic()
 
     async def pump(self, context: aio.ServicerContext[Any, Any]) -> None:
         """Read messages until the end, holding at most ``limit_bytes`` unread by the thread."""
@@ -171,9 +180,11 @@ class _Feed:
                     await self._space.wait()
                 read = asyncio.ensure_future(context.read())
                 drain = asyncio.ensure_future(self._draining.wait())
-                await asyncio.wait(
-                    {read, drain}, timeout=self._idle_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                while not (read.done() or drain.done()):
+                    left = self._idle_left()
+                    if left <= 0:
+                        break
+                    await asyncio.wait({read, drain}, timeout=left, return_when=FIRST)
                 drain.cancel()
                 if not read.done():
                     read.cancel()
@@ -195,11 +206,23 @@ class _Feed:
                 self._cond.notify()
             self.arrived.set()
 
+    def _idle_left(self) -> float:
+        """Seconds before the stream counts as idle; while the call's thread is busy, the
+        next look (the thread may start waiting in the meantime) is at most 1 s away."""
+        with self._cond:
+            since = self._waiting_since
+        if since is None:
+            return min(self._idle_s, _BUSY_RECHECK_S)
+        return self._idle_s - (time.monotonic() - since)
+
     def __iter__(self) -> Iterator[Any]:
         while True:
             with self._cond:
+                if not self._items and self._waiting_since is None:
+                    self._waiting_since = time.monotonic()
                 while not self._items:
                     self._cond.wait(timeout=1.0)
+                self._waiting_since = None
                 message, size = self._items.popleft()
                 self._bytes -= size
             if size:
