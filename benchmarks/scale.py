@@ -155,6 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the build with PostgreSQL's default 64 MB at 100k chunks",
     )
+    parser.add_argument(
+        "--shared-buffers-mb",
+        type=int,
+        help="then raise PostgreSQL's shared_buffers to this (restart) and sweep again",
+    )
+    parser.add_argument(
+        "--no-top-up", action="store_true", help="skip the incremental ingest after the queries"
+    )
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--cache", type=Path, default=CACHE, help="the SciFact embeddings file")
     parser.add_argument("--tmp", type=Path, help="where the data directories go (default: TMPDIR)")
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     options = single.Options(
         ef_sweep=args.ef_search,
         compare_memory_at=None if args.skip_64mb_build else BIG,
+        shared_buffers_mb=args.shared_buffers_mb,
+        top_up=not args.no_top_up,
         rebuilds=[_graph(text) for text in args.rebuild],
     )
     with tempfile.TemporaryDirectory(prefix="scale-", dir=args.tmp) as tmp:
