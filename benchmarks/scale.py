@@ -12,6 +12,11 @@ the benchmark talks to it over gRPC, and reads sizes, memory and plans from Post
     .venv/bin/python -m benchmarks.scale --out OUT_DIR          # 10k, 100k; 10, 1,000
     .venv/bin/python -m benchmarks.scale --out OUT_DIR --full   # + 1M; + 5,000
 
+One datastore only, at chosen sizes, with more ef_search values and a rebuilt index:
+
+    .venv/bin/python -m benchmarks.scale --out OUT_DIR --sizes 1000000 --levels
+        --skip-64mb-build --ef-search 100 200 400 800 --rebuild 32:128
+
 Writes OUT_DIR/results.json after every section (a partial run is usable) and PNG plots.
 """
 
@@ -90,9 +95,10 @@ class _OneDatastore:
         settings: dict[str, str],
         vectors: tuple[Matrix, Matrix],
         results: Results,
+        options: single.Options,
     ) -> None:
         self.data_dir, self.out, self.settings = data_dir, out, settings
-        self.vectors, self.results = vectors, results
+        self.vectors, self.results, self.options = vectors, results, options
         self.figures: dict[str, Any] = {}
 
     def _save(self, size: int, row: dict[str, Any]) -> None:
@@ -115,7 +121,7 @@ class _OneDatastore:
                     size,
                     seed + i,
                     functools.partial(self._save, size),
-                    compare_memory=size == BIG,
+                    self.options,
                 )
                 png = self.out / "scale-one-datastore.png"
                 plots.one_datastore(png, self.figures, _title(self.results))
@@ -130,6 +136,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="also 1M chunks, 5,000 datastores")
     parser.add_argument("--sizes", type=int, nargs="*", help="override the datastore sizes")
     parser.add_argument("--levels", type=int, nargs="*", help="override the datastore counts")
+    parser.add_argument(
+        "--ef-search",
+        type=int,
+        nargs="+",
+        default=list(single.EF_SWEEP),
+        help="the ef_search values swept at each size (default: 100 200 400)",
+    )
+    parser.add_argument(
+        "--rebuild",
+        nargs="*",
+        default=[],
+        metavar="M:EF_CONSTRUCTION",
+        help="after each size, rebuild its index with these m:ef_construction and sweep again",
+    )
+    parser.add_argument(
+        "--skip-64mb-build",
+        action="store_true",
+        help="skip the build with PostgreSQL's default 64 MB at 100k chunks",
+    )
+    parser.add_argument(
+        "--shared-buffers-mb",
+        type=int,
+        help="then raise PostgreSQL's shared_buffers to this (restart) and sweep again",
+    )
+    parser.add_argument(
+        "--no-top-up", action="store_true", help="skip the incremental ingest after the queries"
+    )
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--cache", type=Path, default=CACHE, help="the SciFact embeddings file")
     parser.add_argument("--tmp", type=Path, help="where the data directories go (default: TMPDIR)")
@@ -149,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     results.save("vectors", {"real_passages": len(base), "real_queries": len(real_queries)})
     settings = _server_settings()
     vectors = (base, queries)
+    options = single.Options(
+        ef_sweep=args.ef_search,
+        compare_memory_at=None if args.skip_64mb_build else BIG,
+        shared_buffers_mb=args.shared_buffers_mb,
+        top_up=not args.no_top_up,
+        rebuilds=[_graph(text) for text in args.rebuild],
+    )
     with tempfile.TemporaryDirectory(prefix="scale-", dir=args.tmp) as tmp:
-        one = _OneDatastore(Path(tmp) / "one", args.out, settings, vectors, results)
+        one = _OneDatastore(Path(tmp) / "one", args.out, settings, vectors, results, options)
         one.run([s for s in sizes if s <= BIG], args.seed)
         if levels:  # before the biggest size: a run cut short still has these
             many.run(
@@ -166,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     results.save("wall_s", time.perf_counter() - started)
     print(f"done in {results.data['wall_s']:.0f} s: {results.path}")
     return 0
+
+
+def _graph(text: str) -> tuple[int, int]:
+    """(m, ef_construction) from "m:ef_construction", e.g. "32:128"."""
+    m, _, ef_construction = text.partition(":")
+    return int(m), int(ef_construction)
 
 
 def _title(results: Results) -> str:

@@ -15,11 +15,18 @@ def _f(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _efs(rows: dict[str, Any]) -> list[str]:
+    """The ef_search values swept, in order, over every row."""
+    keys = {k for r in rows.values() for k in r.get("ef_search_sweep", {})}
+    return sorted(keys, key=int)
+
+
 def one_datastore(rows: dict[str, Any]) -> list[str]:
     out = [
         "| chunks | load, no index (chunks/s) | HNSW build (s) | build, 64 MB (s) "
         "| ingest into HNSW (chunks/s) | p50 / p99 c=1 (ms) | p50 / p99 c=8 (ms) | QPS c=8 "
-        "| recall@10 ef 100 / 200 / 400 | partition / index (MB) | PG PSS / service RSS (MB) |",
+        f"| recall@10 ef {' / '.join(_efs(rows))} | partition / index (MB) "
+        "| PG PSS / service RSS (MB) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows.values(), key=lambda r: int(r["chunks"])):
@@ -27,7 +34,9 @@ def one_datastore(rows: dict[str, Any]) -> list[str]:
             out.append(f"| {r['chunks']:,} (cut short: {sorted(r)}) |")
             continue
         sweep = r["ef_search_sweep"]
-        recall = " / ".join(_f(sweep[k]["recall_at_10"], 3) for k in sorted(sweep, key=int))
+        recall = " / ".join(
+            _f(sweep[k]["recall_at_10"], 3) if k in sweep else "-" for k in _efs(rows)
+        )
         out.append(
             f"| {r['total_chunks']:,} | {_f(r['ingest_no_index_chunks_per_s'], 0)} "
             f"| {_f(r['build_s'])} ({r['build_memory_mb']} MB) | {_f(r.get('build_s_64mb'))} "
@@ -37,6 +46,34 @@ def one_datastore(rows: dict[str, Any]) -> list[str]:
             f"| {recall} | {_f(r['partition_mb'], 0)} / {_f(r['hnsw_index_mb'], 0)} "
             f"| {_f(r['pg_pss_mb'], 0)} / {_f(r['service_rss_mb'], 0)} |"
         )
+    return out
+
+
+def sweeps(rows: dict[str, Any]) -> list[str]:
+    """ef_search against p50 / p99 (ms, concurrency 1) and recall@10, per index built."""
+    efs = _efs(rows)
+    out = [
+        "| chunks | index (m, ef_construction) | build (s) | "
+        + " | ".join(f"ef_search {k}" for k in efs)
+        + " |",
+        "|---:|---|---:|" + "---|" * len(efs),
+    ]
+    for r in sorted(rows.values(), key=lambda r: int(r["chunks"])):
+        built = [(r["total_chunks"], "default (16, 64)", r.get("build_s"), r)]
+        built += [
+            (b["chunks"], f"{b['m']}, {b['ef_construction']}", b["build_s"], b)
+            for b in r.get("rebuilds", {}).values()
+        ]
+        for chunks, name, build_s, figures in built:
+            sweep = figures.get("ef_search_sweep", {})
+            cells = [
+                f"{_f(sweep[k]['p50_ms'])} / {_f(sweep[k]['p99_ms'])}, "
+                f"{_f(sweep[k]['recall_at_10'], 3)}"
+                if k in sweep
+                else "-"
+                for k in efs
+            ]
+            out.append(f"| {chunks:,} | {name} | {_f(build_s)} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -90,6 +127,7 @@ def main(argv: list[str]) -> int:
     print()
     if data["one_datastore"]:
         print("\n".join(one_datastore(data["one_datastore"])) + "\n")
+        print("\n".join(sweeps(data["one_datastore"])) + "\n")
     if data["many_datastores"]:
         print("\n".join(many(data["many_datastores"], data["agents"])))
     if plots_dir is not None:

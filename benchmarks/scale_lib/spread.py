@@ -13,7 +13,7 @@ from benchmarks._harness import SCIFACT
 from benchmarks.scale import CACHE
 from benchmarks.scale_lib.vectors import blocks, query_set, scifact_embeddings
 
-RUNS = ((11_000, 16), (110_000, 17), (1_000_000, 116))
+RUNS = ((10_000, 16), (100_000, 17), (1_000_000, 116))
 
 
 def main() -> int:

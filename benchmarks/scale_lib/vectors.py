@@ -1,13 +1,18 @@
 """Vectors for the scale benchmark: SciFact's real embeddings and synthetic ones around them.
 
 Chunk ``i`` of a datastore is SciFact passage ``i`` while ``i`` is below the corpus size;
-past it, a passage drawn at random plus isotropic Gaussian noise, renormalised. Every block
-of ``BLOCK`` vectors has its own seeded generator, so any range is reproducible without
-drawing what comes before it, and exact neighbours can be found block by block.
+past it, a passage drawn at random plus Gaussian noise shaped like the real data around that
+passage (the covariance of its ``NEIGHBOURS`` nearest real passages, times ``BANDWIDTH``
+squared), renormalised: a kernel density estimate of the corpus with a local covariance.
+``BANDWIDTH`` is calibrated so that a synthetic vector is as far from its nearest real
+passage as a held-out real passage is (``benchmarks/scale_lib/realism.py``, docs/scale.md).
+Every block of ``BLOCK`` vectors has its own seeded generator, so any range is reproducible
+without drawing what comes before it, and exact neighbours can be found block by block.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +23,12 @@ import numpy.typing as npt
 Matrix = npt.NDArray[np.float32]
 
 BLOCK = 4096
-NOISE = 0.5  # Euclidean norm of the noise added to a unit vector (cosine to it ~ 0.89)
+NOISE = 0.5  # the query variants: isotropic noise of this norm (cosine ~ 0.89 to the query)
+NEIGHBOURS = 20  # real passages whose spread shapes a synthetic vector's noise
+# Scale of that spread, calibrated by benchmarks/scale_lib/realism.py: the median cosine of a
+# synthetic vector to its nearest real passage equals a held-out real passage's (0.639).
+BANDWIDTH = 1.88
+_neighbour_cache: dict[bytes, npt.NDArray[np.intp]] = {}
 
 
 def normalise(rows: npt.NDArray[np.floating]) -> Matrix:
@@ -32,10 +42,49 @@ def _noisy(base: Matrix, picks: npt.NDArray[np.intp], rng: np.random.Generator) 
     return normalise(base[picks] + rng.normal(0.0, sigma, size=(len(picks), base.shape[1])))
 
 
+def neighbours(base: Matrix, k: int = NEIGHBOURS) -> npt.NDArray[np.intp]:
+    """Row i: the ``k`` real passages nearest passage i (itself excluded), nearest first."""
+    key = hashlib.blake2b(base.tobytes(), digest_size=16).digest() + bytes([k])
+    if key not in _neighbour_cache:
+        nearest = np.empty((len(base), k), dtype=np.intp)
+        for first in range(0, len(base), 1024):
+            sims = base[first : first + 1024] @ base.T
+            rows = np.arange(len(sims))
+            sims[rows, rows + first] = -np.inf
+            part = np.argpartition(-sims, k, axis=1)[:, :k]
+            order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+            nearest[first : first + 1024] = np.take_along_axis(part, order, axis=1)
+        _neighbour_cache.clear()  # one corpus at a time
+        _neighbour_cache[key] = nearest
+    return _neighbour_cache[key]
+
+
+def around(
+    base: Matrix,
+    picks: npt.NDArray[np.intp],
+    rng: np.random.Generator,
+    bandwidth: float = BANDWIDTH,
+    k: int = NEIGHBOURS,
+) -> Matrix:
+    """Passage ``picks[j]`` plus noise with ``bandwidth**2`` times the covariance of its ``k``
+    nearest passages, renormalised.
+
+    The noise is sum_i (g_i - mean(g)) x_i / sqrt(k - 1) over those passages x_i with
+    standard normal g_i, whose covariance is exactly their sample covariance.
+    """
+    near = neighbours(base, k)[picks]
+    weights = rng.normal(0.0, 1.0, size=(len(picks), k))
+    weights -= weights.mean(axis=1, keepdims=True)
+    noise = np.zeros((len(picks), base.shape[1]))
+    for i in range(k):
+        noise += weights[:, i : i + 1] * base[near[:, i]]
+    return normalise(base[picks] + bandwidth / np.sqrt(k - 1) * noise)
+
+
 def _block(base: Matrix, number: int, seed: int) -> Matrix:
     rng = np.random.default_rng([seed, number])
     start = number * BLOCK
-    out = _noisy(base, rng.integers(0, len(base), size=BLOCK), rng)
+    out = around(base, rng.integers(0, len(base), size=BLOCK), rng)
     real = max(0, min(len(base) - start, BLOCK))
     if real:
         out[:real] = base[start : start + real]
