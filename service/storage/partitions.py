@@ -71,39 +71,46 @@ def create_partition(
     create_index(conn, datastore_id, metric, dimensions, hnsw, precision=precision)
 
 
-def create_spare(conn: psycopg.Connection, target: int) -> UUID | None:
-    """Attach one more empty partition under a fresh id when fewer than ``target`` are
-    spare; its id, or None when there are enough. Run in its own transaction.
+def top_up_spares(conn: psycopg.Connection, target: int, low: int) -> int:
+    """When at most ``low`` partitions are spare, attach empty ones under fresh ids up to
+    ``target``, all in this transaction; how many were attached.
 
-    Built as a plain table first (the parent's columns, defaults, generated columns,
-    storage and keys), then attached: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on
-    the parent, so writes through the parent go on meanwhile, where CREATE TABLE ...
-    PARTITION OF would block them with ACCESS EXCLUSIVE. The partition is locked down
-    like any other; its HNSW index, keyword index and triggers come with the datastore
+    Attaching invalidates the parent's partition descriptor in every connection, and the
+    next write through the parent in each rebuilds it (its cost grows with the number of
+    partitions): one batch costs each connection one rebuild, where one partition per
+    claim would cost one per create.
+
+    Each is built as a plain table first (the parent's columns, defaults, generated
+    columns, storage and keys), then attached: ATTACH PARTITION takes SHARE UPDATE
+    EXCLUSIVE on the parent, so writes through the parent go on meanwhile, where CREATE
+    TABLE ... PARTITION OF would block them with ACCESS EXCLUSIVE. A spare is locked down
+    like any partition; its HNSW index, keyword index and triggers come with the datastore
     that claims it (they depend on its settings).
     """
     # One filler at a time across replicas, so the count below stays true.
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('public.datastore_spare_partitions'))")
-    row = conn.execute("SELECT count(*) FROM public.datastore_spare_partitions").fetchone()
-    if row is None or int(row[0]) >= target:
-        return None
-    datastore_id = uuid4()
-    name = partition_name(datastore_id)
-    conn.execute(
-        sql.SQL("CREATE TABLE public.{} (LIKE public.datastore_chunks INCLUDING ALL)").format(
-            sql.Identifier(name)
+    spare = spare_count(conn)
+    if spare > low:
+        return 0
+    for _ in range(target - spare):
+        datastore_id = uuid4()
+        name = partition_name(datastore_id)
+        conn.execute(
+            sql.SQL("CREATE TABLE public.{} (LIKE public.datastore_chunks INCLUDING ALL)").format(
+                sql.Identifier(name)
+            )
         )
-    )
-    privileges.lock_down_relation(conn, name)
-    conn.execute(
-        sql.SQL(
-            "ALTER TABLE public.datastore_chunks ATTACH PARTITION public.{} FOR VALUES IN ({})"
-        ).format(sql.Identifier(name), sql.Literal(str(datastore_id)))
-    )
-    conn.execute(
-        "INSERT INTO public.datastore_spare_partitions (datastore_id) VALUES (%s)", (datastore_id,)
-    )
-    return datastore_id
+        privileges.lock_down_relation(conn, name)
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE public.datastore_chunks ATTACH PARTITION public.{} FOR VALUES IN ({})"
+            ).format(sql.Identifier(name), sql.Literal(str(datastore_id)))
+        )
+        conn.execute(
+            "INSERT INTO public.datastore_spare_partitions (datastore_id) VALUES (%s)",
+            (datastore_id,),
+        )
+    return max(target - spare, 0)
 
 
 def claim_spare(conn: psycopg.Connection) -> UUID | None:
