@@ -17,6 +17,7 @@ from service.core.jwt_auth import TokenVerifier
 from service.core.lookup_cache import LookupCache
 from service.core.reembedding import Reembedding
 from service.core.retrieval import Retrieval
+from service.core.spare_partitions import SparePartitions
 from service.embedding.registry import ModelRegistry
 from service.embedding.worker import EmbeddingWorker, available_cores
 from service.settings import Settings
@@ -55,6 +56,7 @@ class App:
     documents: Documents
     retrieval: Retrieval
     reembedding: Reembedding
+    spares: SparePartitions
     # What close() undoes, newest first (filled by open()).
     _resources: ExitStack = field(default_factory=ExitStack, init=False, repr=False)
 
@@ -126,6 +128,8 @@ class App:
             opened.callback(metrics.unwatch, db, embeddings)
             reembedding = Reembedding(db, embeddings, settings, lookups.invalidate)
             opened.callback(reembedding.close)
+            spares = SparePartitions(db, settings.spare_partitions)
+            opened.callback(spares.close)
             app = cls(
                 settings=settings,
                 embedded=embedded,
@@ -136,15 +140,24 @@ class App:
                 listener=listener,
                 reads=reads,
                 identity=Identity(db, lookups, TokenVerifier.from_settings(settings)),
-                datastores=Datastores(db, models, settings, lookups, reembedding),
+                datastores=Datastores(
+                    db,
+                    models,
+                    settings,
+                    lookups,
+                    reembedding,
+                    spares=spares if spares.enabled else None,
+                ),
                 agents=Agents(db, lookups),
                 ingestion=Ingestion(db, embeddings, settings, reads),
                 documents=Documents(db, settings, reads),
                 retrieval=Retrieval(db, embeddings, settings, lookups, reads),
                 reembedding=reembedding,
+                spares=spares,
             )
             if run_jobs:
                 reembedding.resume_all()
+                spares.start()
             app._resources = opened.pop_all()
         return app
 

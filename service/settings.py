@@ -100,6 +100,14 @@ class Settings(AuthSettings):
         description="Largest datastore (in chunks) a user may search with exact = true; "
         "service principals may search any. Larger: RESOURCE_EXHAUSTED.",
     )
+    spare_partitions: int = Field(
+        default=8,
+        ge=0,
+        le=1_000,
+        description="Empty chunk partitions kept ready, made in the background, so that "
+        "CreateDatastore runs no DDL on the shared chunks table (whose cost grows with the "
+        "number of datastores). With none ready, CreateDatastore makes its own; 0: always.",
+    )
     pool_min_size: int = Field(default=2, ge=1, description="Smallest connection pool size.")
     pool_max_size: int = Field(default=10, ge=1, description="Largest connection pool size.")
     pool_timeout_s: float = Field(

@@ -18,6 +18,7 @@ from service.core.datastore_config import (
 from service.core.lookup_cache import LookupCache
 from service.core.reembed_rules import reembed_decision
 from service.core.reembedding import Reembedding
+from service.core.spare_partitions import SparePartitions
 from service.core.validation import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
@@ -74,12 +75,15 @@ class Datastores:
         settings: Settings,
         lookups: LookupCache,
         reembedding: Reembedding,
+        *,
+        spares: SparePartitions | None = None,
     ) -> None:
         self._db = db
         self._models = models
         self._settings = settings
         self._lookups = lookups
         self._reembedding = reembedding
+        self._spares = spares
 
     def _check_name(self, name: str) -> str:
         name = check_text(name, "name", max_chars=MAX_NAME_CHARS).strip()
@@ -114,8 +118,12 @@ class Datastores:
             config = _known_text_config(
                 config, keyword.resolve_text_config(conn, config.text_search_config)
             )
+            # A spare partition's id when one is ready: its partition exists already,
+            # so no DDL on the parent table runs in this call (core/spare_partitions.py).
+            spare = partitions.claim_spare(conn) if self._spares is not None else None
             datastore = rows.insert(
                 conn,
+                id=spare,
                 user_id=principal.user_id,
                 name=name,
                 description=check_text(
@@ -127,15 +135,27 @@ class Datastores:
                 similarity_threshold=threshold,
                 max_results=max_results,
             )
-            partitions.create_partition(
-                conn,
-                datastore.id,
-                metric,
-                config.dimensions,
-                config.hnsw,
-                precision=config.vector_precision,
-            )
+            if spare is None:
+                partitions.create_partition(
+                    conn,
+                    datastore.id,
+                    metric,
+                    config.dimensions,
+                    config.hnsw,
+                    precision=config.vector_precision,
+                )
+            else:
+                partitions.create_index(
+                    conn,
+                    datastore.id,
+                    metric,
+                    config.dimensions,
+                    config.hnsw,
+                    precision=config.vector_precision,
+                )
             keyword.install(conn, datastore.id, config.text_search_config)
+        if self._spares is not None:
+            self._spares.wanted()
         return datastore
 
     def get(self, principal: Principal, datastore_id: UUID, *, counts: bool = True) -> Datastore:

@@ -55,16 +55,20 @@ def insert(
     metric: Metric,
     similarity_threshold: float,
     max_results: int,
+    id: UUID | None = None,
 ) -> Datastore:
+    """The new row; ``id`` a spare partition's (None: the column's default)."""
     row = (
         conn.cursor(row_factory=dict_row)
         .execute(
             sql.SQL(
-                "INSERT INTO public.datastores AS d (user_id, name, description, type, config,"
-                " similarity_metric, similarity_threshold, max_results)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {}"
+                "INSERT INTO public.datastores AS d (id, user_id, name, description, type,"
+                " config, similarity_metric, similarity_threshold, max_results)"
+                " VALUES (coalesce(%s, gen_random_uuid()), %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING {}"
             ).format(_COLUMNS),
             (
+                id,
                 user_id,
                 name,
                 description,

@@ -23,6 +23,21 @@ _COLUMNS = sql.SQL(
 _DOCUMENTS = class_row(Document)
 _CHUNKS = class_row(StoredChunk)
 
+# Chunks are written through the parent table, pruned to the datastore's partition by
+# a literal id (a parameter would leave a generic plan scanning every partition), so
+# the parent's keyword-statistics triggers fire, never the partition's own. A
+# statement-level PL/pgSQL trigger is compiled once per trigger in each backend that
+# fires it, with its plans: a backend that wrote to thousands of partitions through
+# their own triggers kept tens of thousands of cached plans, and PostgreSQL walks every
+# one of them for each relation invalidation (so each CREATE TABLE of a new datastore
+# cost every pooled connection hundreds of milliseconds at 5,000 datastores;
+# docs/scale.md).
+_PARENT = sql.SQL("public.datastore_chunks")
+
+
+def _in_datastore(datastore_id: UUID) -> sql.Composable:
+    return sql.SQL("datastore_id = {}::uuid").format(sql.Literal(str(datastore_id)))
+
 
 class StoredVersion(NamedTuple):
     """What an unchanged document's ingest result reports, and the hash that says so."""
@@ -85,16 +100,18 @@ def replace_chunks(
     datastore_id: UUID,
     chunks_by_document: Sequence[tuple[UUID, Sequence[PreparedChunk]]],
 ) -> None:
-    """Delete the documents' old chunks and write the new ones with one binary COPY."""
-    partition = sql.Identifier(partition_name(datastore_id))
+    """Delete the documents' old chunks and write the new ones with one binary COPY
+    (into the parent, which routes every row to the datastore's partition)."""
     conn.execute(
-        sql.SQL("DELETE FROM public.{} WHERE document_id = ANY(%s)").format(partition),
+        sql.SQL("DELETE FROM {} WHERE {} AND document_id = ANY(%s)").format(
+            _PARENT, _in_datastore(datastore_id)
+        ),
         ([doc_id for doc_id, _ in chunks_by_document],),
     )
     copy_sql = sql.SQL(
-        "COPY public.{} (datastore_id, document_id, chunk_index, content, metadata, embedding,"
+        "COPY {} (datastore_id, document_id, chunk_index, content, metadata, embedding,"
         " token_count) FROM STDIN (FORMAT BINARY)"
-    ).format(partition)
+    ).format(_PARENT)
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         copy.set_types(["uuid", "uuid", "int4", "text", "jsonb", "vector", "int4"])
         for doc_id, chunks in chunks_by_document:
@@ -162,8 +179,8 @@ def delete(conn: psycopg.Connection, datastore_id: UUID, external_ids: Sequence[
         return []
     ids = [r["id"] for r in rows]
     conn.execute(
-        sql.SQL("DELETE FROM public.{} WHERE document_id = ANY(%s)").format(
-            sql.Identifier(partition_name(datastore_id))
+        sql.SQL("DELETE FROM {} WHERE {} AND document_id = ANY(%s)").format(
+            _PARENT, _in_datastore(datastore_id)
         ),
         (ids,),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 from psycopg import sql
@@ -69,6 +69,70 @@ def create_partition(
     # Supabase's default privileges grant the Data API roles this new table too.
     privileges.lock_down_relation(conn, partition_name(datastore_id))
     create_index(conn, datastore_id, metric, dimensions, hnsw, precision=precision)
+
+
+def top_up_spares(conn: psycopg.Connection, target: int, low: int) -> int:
+    """When at most ``low`` partitions are spare, attach empty ones under fresh ids up to
+    ``target``, all in this transaction; how many were attached.
+
+    Attaching invalidates the parent's partition descriptor in every connection, and the
+    next write through the parent in each rebuilds it (its cost grows with the number of
+    partitions): one batch costs each connection one rebuild, where one partition per
+    claim would cost one per create.
+
+    Each is built as a plain table first (the parent's columns, defaults, generated
+    columns, storage and keys), then attached: ATTACH PARTITION takes SHARE UPDATE
+    EXCLUSIVE on the parent, so writes through the parent go on meanwhile, where CREATE
+    TABLE ... PARTITION OF would block them with ACCESS EXCLUSIVE. A spare is locked down
+    like any partition; its HNSW index, keyword index and triggers come with the datastore
+    that claims it (they depend on its settings).
+    """
+    # One filler at a time across replicas, so the count below stays true.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('public.datastore_spare_partitions'))")
+    spare = spare_count(conn)
+    if spare > low:
+        return 0
+    for _ in range(target - spare):
+        datastore_id = uuid4()
+        name = partition_name(datastore_id)
+        conn.execute(
+            sql.SQL("CREATE TABLE public.{} (LIKE public.datastore_chunks INCLUDING ALL)").format(
+                sql.Identifier(name)
+            )
+        )
+        privileges.lock_down_relation(conn, name)
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE public.datastore_chunks ATTACH PARTITION public.{} FOR VALUES IN ({})"
+            ).format(sql.Identifier(name), sql.Literal(str(datastore_id)))
+        )
+        conn.execute(
+            "INSERT INTO public.datastore_spare_partitions (datastore_id) VALUES (%s)",
+            (datastore_id,),
+        )
+    return max(target - spare, 0)
+
+
+def claim_spare(conn: psycopg.Connection) -> UUID | None:
+    """Take a spare partition's id for a new datastore (None: none is spare). The claim
+    is the row's delete, so a rollback of the creating transaction returns it."""
+    row = conn.execute(
+        "DELETE FROM public.datastore_spare_partitions WHERE datastore_id = ("
+        " SELECT datastore_id FROM public.datastore_spare_partitions"
+        " ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING datastore_id"
+    ).fetchone()
+    if row is None:
+        return None
+    datastore_id = UUID(str(row[0]))
+    found = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f"public.{partition_name(datastore_id)}",)
+    ).fetchone()
+    return datastore_id if found and found[0] else None
+
+
+def spare_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM public.datastore_spare_partitions").fetchone()
+    return int(row[0]) if row else 0
 
 
 def create_index(
