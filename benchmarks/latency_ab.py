@@ -13,6 +13,8 @@ the other side's next query.
 
 The first run ingests the first ``--limit`` SciFact documents into each side (kept in
 ``--data`` for later runs); the query cache is off, so every query embeds.
+``--request vector`` or ``invalid`` sends the same path without the model, or only its
+fixed per-call cost (see ``REQUESTS``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
+
+import grpc
 
 from benchmarks._harness import (
     SCIFACT,
@@ -95,16 +99,31 @@ def _ingest(target_dir: Path, client: Client, limit: int) -> None:
     (target_dir / "datastore-id").write_text(ds.id)
 
 
-def _query(side: Side, text: str) -> float:
+# What each query sends (--request): the query text (the real path); a fixed vector of
+# the bundled model's 384 dimensions (the same path without embedding); or an empty text,
+# refused with INVALID_ARGUMENT once the caller is authenticated (the fixed per-call cost:
+# transport, authentication, limits, observability, no model, no SQL).
+REQUESTS = ("text", "vector", "invalid")
+_VECTOR = pb.QueryVector(values=[1.0 / 384**0.5] * 384)
+
+
+def _query(side: Side, text: str, request: str = "text") -> float:
+    ids = pb.DatastoreIds(ids=[side.datastore_id])
+    if request == "vector":
+        message = pb.QueryRequest(datastores=ids, vector=_VECTOR)
+    else:
+        message = pb.QueryRequest(datastores=ids, text="" if request == "invalid" else text)
     start = time.perf_counter()
-    side.client.retrieval.Query(
-        pb.QueryRequest(datastores=pb.DatastoreIds(ids=[side.datastore_id]), text=text)
-    )
+    try:
+        side.client.retrieval.Query(message)
+    except grpc.RpcError as e:
+        if request != "invalid" or e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
     return (time.perf_counter() - start) * 1000
 
 
 def _level(
-    sides: list[Side], queries: list[str], concurrency: int, rounds: int
+    sides: list[Side], queries: list[str], concurrency: int, rounds: int, request: str
 ) -> dict[str, dict[str, float]]:
     block = 100 if concurrency == 1 else 25 * concurrency
     latencies: dict[str, list[float]] = {s.name: [] for s in sides}
@@ -116,7 +135,7 @@ def _level(
             texts = [queries[i % len(queries)] for i in range(first, first + block)]
             cpu_before, start = cpu_seconds(side.proc.pid), time.perf_counter()
             with ThreadPoolExecutor(concurrency) as pool:
-                latencies[side.name] += pool.map(lambda t, s=side: _query(s, t), texts)
+                latencies[side.name] += pool.map(lambda t, s=side: _query(s, t, request), texts)
             wall[side.name] += time.perf_counter() - start
             cpu[side.name] += cpu_seconds(side.proc.pid) - cpu_before
     return {
@@ -140,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=1000, help="SciFact documents to ingest")
     parser.add_argument("--rounds", type=int, default=1200, help="queries per side and level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--request", choices=REQUESTS, default="text", help="what a query sends")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     specs = [s.split("=", 1) for s in args.side]
@@ -152,14 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         for side in sides:  # warm: models, caches, pooled connections
             for text in queries[:20]:
                 _query(side, text)
-        levels = {str(c): _level(sides, queries, c, args.rounds) for c in args.concurrency}
+        levels = {
+            str(c): _level(sides, queries, c, args.rounds, args.request) for c in args.concurrency
+        }
     finally:
         for side in sides:
             side.client.close()
             side.proc.terminate()
         for side in sides:
             side.proc.wait(timeout=60)
-    results = {"sides": dict(specs), "concurrency": levels}
+    results = {"sides": dict(specs), "request": args.request, "concurrency": levels}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
