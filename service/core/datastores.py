@@ -135,24 +135,16 @@ class Datastores:
                 similarity_threshold=threshold,
                 max_results=max_results,
             )
-            if spare is None:
-                partitions.create_partition(
-                    conn,
-                    datastore.id,
-                    metric,
-                    config.dimensions,
-                    config.hnsw,
-                    precision=config.vector_precision,
-                )
-            else:
-                partitions.create_index(
-                    conn,
-                    datastore.id,
-                    metric,
-                    config.dimensions,
-                    config.hnsw,
-                    precision=config.vector_precision,
-                )
+            # A spare's partition exists: it only lacks this datastore's index.
+            build = partitions.create_partition if spare is None else partitions.create_index
+            build(
+                conn,
+                datastore.id,
+                metric,
+                config.dimensions,
+                config.hnsw,
+                precision=config.vector_precision,
+            )
             keyword.install(conn, datastore.id, config.text_search_config)
         if self._spares is not None:
             self._spares.wanted()
