@@ -9,15 +9,19 @@ whose statements name the datastore id as a literal (docs/scale.md).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from uuid import UUID
 
 import numpy as np
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from service.client import Client
 from service.storage import documents, keyword, partitions
+from service.storage.migrations import available_migrations, migrate
 from tests.helpers.rpc import ingest_vectors, vector_datastore
 
 # Relations of the public schema this backend holds a lock on: tables, partitions,
@@ -135,3 +139,71 @@ def test_no_foreign_key_ties_chunks_to_documents(pg_url: str) -> None:
             " AND confrelid = 'public.datastore_documents'::regclass"
         ).fetchone()
     assert row == (0,)
+
+
+def test_the_migration_upgrades_a_database_with_chunks(pg_url: str) -> None:
+    """Migrations 1-8 with a datastore, a chunk and a re-embedding's shadow (each with the
+    old foreign key), then 0009: the keys are gone, the chunks stay, and a delete by SQL
+    still takes them."""
+    name = f"upgrade_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(pg_url, dbname=name)
+    ds = uuid.uuid4()
+    part = sql.Identifier(partitions.partition_name(ds))
+    shadow = sql.Identifier(f"{partitions.partition_name(ds)}_next")
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE public.retrieval_schema_migrations (version integer PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for m in available_migrations():
+                if m.version < 9:
+                    conn.execute(m.sql.encode())
+                    conn.execute(
+                        "INSERT INTO public.retrieval_schema_migrations VALUES (%s, %s)",
+                        (m.version, m.name),
+                    )
+            conn.execute("INSERT INTO public.datastores (id, name) VALUES (%s, 'old')", (ds,))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE public.{} PARTITION OF public.datastore_chunks FOR VALUES IN ({})"
+                ).format(part, sql.Literal(str(ds)))
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE public.{} (LIKE public.{} INCLUDING ALL,"
+                    " FOREIGN KEY (document_id) REFERENCES public.datastore_documents (id)"
+                    " ON DELETE CASCADE)"
+                ).format(shadow, part)
+            )
+            docs = [uuid.uuid4(), uuid.uuid4()]
+            for i, doc in enumerate(docs):
+                conn.execute(
+                    "INSERT INTO public.datastore_documents (id, datastore_id, external_id,"
+                    " content_sha256) VALUES (%s, %s, %s, '')",
+                    (doc, ds, f"d{i}"),
+                )
+                conn.execute(
+                    "INSERT INTO public.datastore_chunks (datastore_id, document_id, chunk_index,"
+                    " content, embedding) VALUES (%s, %s, 0, 'text', '[1,2]')",
+                    (ds, doc),
+                )
+            fks = (
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+                " AND confrelid = 'public.datastore_documents'::regclass"
+            )
+            before = conn.execute(fks).fetchone()
+            assert before is not None and before[0] >= 3  # parent, partition, shadow
+            assert [m.version for m in migrate(url)] == [9]
+            assert conn.execute(fks).fetchone() == (0,)
+            count = sql.SQL("SELECT count(*) FROM public.{}").format(part)
+            assert conn.execute(count).fetchone() == (2,)
+            conn.execute("DELETE FROM public.datastore_documents WHERE id = %s", (docs[0],))
+            assert conn.execute(count).fetchone() == (1,)
+            conn.execute("DELETE FROM public.datastores WHERE id = %s", (ds,))
+            assert conn.execute(count).fetchone() == (0,)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
