@@ -204,6 +204,20 @@ def test_the_migration_upgrades_a_database_with_chunks(pg_url: str) -> None:
             assert conn.execute(count).fetchone() == (1,)
             conn.execute("DELETE FROM public.datastores WHERE id = %s", (ds,))
             assert conn.execute(count).fetchone() == (0,)
+            # TRUNCATE fires no DELETE trigger: its own trigger empties the chunks.
+            conn.execute("INSERT INTO public.datastores (id, name) VALUES (%s, 'again')", (ds,))
+            conn.execute(
+                "INSERT INTO public.datastore_documents (id, datastore_id, external_id,"
+                " content_sha256) VALUES (%s, %s, 'd', '')",
+                (docs[0], ds),
+            )
+            conn.execute(
+                "INSERT INTO public.datastore_chunks (datastore_id, document_id, chunk_index,"
+                " content, embedding) VALUES (%s, %s, 0, 'text', '[1,2]')",
+                (ds, docs[0]),
+            )
+            conn.execute("TRUNCATE public.datastores CASCADE")
+            assert conn.execute(count).fetchone() == (0,)
     finally:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -45,6 +45,21 @@ CREATE TRIGGER datastore_documents_delete_chunks AFTER DELETE ON public.datastor
     REFERENCING OLD TABLE AS old_documents FOR EACH STATEMENT
     EXECUTE FUNCTION public.datastore_documents_delete_chunks();
 
+-- TRUNCATE fires no DELETE trigger: with the foreign key, truncating the documents
+-- needed CASCADE (TRUNCATE datastores CASCADE reached the chunks too); now the chunks
+-- follow. Every document is gone, so every chunk goes (the partitions' TRUNCATE
+-- triggers reset the keyword statistics).
+CREATE FUNCTION public.datastore_documents_truncate_chunks() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE public.datastore_chunks;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER datastore_documents_truncate_chunks AFTER TRUNCATE ON public.datastore_documents
+    FOR EACH STATEMENT EXECUTE FUNCTION public.datastore_documents_truncate_chunks();
+
 -- The parent's foreign key (its partitions' copies go with it), then those of tables
 -- not attached yet: a re-embedding's shadow (datastore_chunks_<hex>_next).
 DO $$
