@@ -364,3 +364,23 @@ def test_start_up_refuses_a_role_that_rls_would_blind(supa: SupabaseDb) -> None:
         finally:
             admin.execute(sql.SQL("DROP OWNED BY {}").format(role))
             admin.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+def test_agentopia_ui_deleting_a_datastore_takes_its_chunks(supa: SupabaseDb) -> None:
+    """Agentopia's UI deletes a datastore row as ``authenticated`` (its RLS: the owner's
+    own): the cascade to datastore_documents fires the service's trigger, which deletes
+    the chunks although the API roles may neither execute it nor touch the chunks."""
+    partition = sql.Identifier(partition_name(supa.alice_datastore))
+    count = sql.SQL("SELECT count(*) FROM public.{}").format(partition)
+    with psycopg.connect(supa.admin_url) as admin, admin.transaction(force_rollback=True):
+        _as_user(admin, supa.alice.user_id)
+        deleted = admin.execute(
+            "DELETE FROM public.datastores WHERE id = %s", (supa.alice_datastore,)
+        )
+        assert deleted.rowcount == 1
+        admin.execute("RESET ROLE")
+        assert admin.execute(count).fetchone() == (0,)
+        bob = sql.SQL("SELECT count(*) FROM public.{}").format(
+            sql.Identifier(partition_name(supa.bob_datastore))
+        )
+        assert admin.execute(bob).fetchone() == (1,)

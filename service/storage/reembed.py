@@ -65,14 +65,14 @@ def create_shadow(conn: psycopg.Connection, datastore_id: UUID) -> None:
     )
     # Like every partition: no Data API role may read it (storage/privileges.py).
     privileges.lock_down_relation(conn, shadow)
-    # The CHECK lets ATTACH PARTITION skip its scan; the keys match the parent's so
-    # that ATTACH adopts them instead of building and validating new ones.
+    # The CHECK lets ATTACH PARTITION skip its scan; the key matches the parent's so
+    # that ATTACH adopts it instead of building and validating a new one. No foreign key
+    # to datastore_documents (migration 0009): chunks of documents deleted meanwhile
+    # leave the shadow by delete_stale, under the partition's lock, before the swap.
     conn.execute(
         sql.SQL(
             "ALTER TABLE {t} ADD PRIMARY KEY (datastore_id, id),"
-            " ADD CONSTRAINT partition_key_check CHECK (datastore_id = {ds}),"
-            " ADD FOREIGN KEY (document_id) REFERENCES public.datastore_documents (id)"
-            " ON DELETE CASCADE"
+            " ADD CONSTRAINT partition_key_check CHECK (datastore_id = {ds})"
         ).format(t=_ident(shadow), ds=sql.Literal(str(datastore_id)))
     )
     conn.execute(
