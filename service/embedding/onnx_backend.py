@@ -177,10 +177,6 @@ class OnnxEmbedder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # The pool's threads spin between a run's parallel steps (fast hand-offs) but stop
-        # when the run ends: spinning on after it took a core from what follows it
-        # (the query's SQL, the response), about 4 ms of CPU per query at concurrency 1.
-        options.add_session_config_entry("session.force_spinning_stop", "1")
         return onnxruntime.InferenceSession(
             str(self._onnx_file), options, providers=["CPUExecutionProvider"]
         )
