@@ -23,7 +23,8 @@ from service import call_scope
 from service.app import App
 from service.client import Client, connect, pb
 from service.errors import Cancelled, DeadlineExceeded
-from service.models import Principal, QuerySpec, Role
+from service.models import Principal, Role
+from service.query_models import QuerySpec
 from service.storage.partitions import index_name, partition_name
 from tests.helpers.rpc import status_of, vector_datastore
 

@@ -20,7 +20,8 @@ from service.core.lookup_cache import LookupCache
 from service.core.prepared import content_sha256
 from service.core.retrieval import Retrieval
 from service.errors import ModelSwitched
-from service.models import Datastore, DocumentInput, Principal, QuerySpec, Role
+from service.models import Datastore, DocumentInput, Principal, Role
+from service.query_models import QuerySpec
 from service.settings import BUNDLED_MODEL, Settings
 from service.storage import datastores as datastore_rows
 from service.storage import keyword, partitions, reembed_jobs

@@ -24,7 +24,8 @@ from service.core.agents import AgentFields
 from service.core.datastore_config import ConfigRequest
 from service.core.datastores import DatastoreFields
 from service.errors import FailedPrecondition
-from service.models import ChunkInput, DocumentInput, Principal, QuerySpec, Role
+from service.models import ChunkInput, DocumentInput, Principal, Role
+from service.query_models import QuerySpec
 from service.settings import Settings
 from service.storage.migrations import migrate
 from service.storage.partitions import partition_name

@@ -24,21 +24,18 @@ from service.models import (
     ChunkInput,
     Datastore,
     DatastoreConfig,
-    DatastoreReport,
     Document,
     DocumentInput,
     DocumentResult,
-    Hit,
     IngestStatus,
     JsonObject,
     Metric,
-    QueryResult,
-    QuerySpec,
     ReembedStatus,
     SearchMode,
     StoredChunk,
     VectorPrecision,
 )
+from service.query_models import DatastoreReport, Hit, QueryResult, QuerySpec
 
 METRIC_TO_PB = {
     Metric.COSINE: pb.COSINE,

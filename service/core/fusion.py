@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from service.models import Candidate
+from service.query_models import Candidate
 
 
 def reciprocal_rank_fusion(

@@ -14,16 +14,8 @@ from typing import NamedTuple
 from uuid import UUID
 
 from service.core.fusion import reciprocal_rank_fusion
-from service.models import (
-    Candidate,
-    Datastore,
-    DatastoreReport,
-    Hit,
-    QueryResult,
-    QuerySpec,
-    SearchMode,
-    Vector,
-)
+from service.models import Datastore, SearchMode, Vector
+from service.query_models import Candidate, DatastoreReport, Hit, QueryResult, QuerySpec
 from service.storage.filters import Compiled
 from service.storage.search_plan import KeywordSearch, Search, VectorSearch
 

@@ -11,17 +11,8 @@ from service.core.query_plan import Plan
 from service.core.validation import check_max_results, check_text, check_threshold, check_vector
 from service.embedding.worker import EmbeddingWorker
 from service.errors import InvalidArgument, ModelSwitched, ResourceExhausted
-from service.models import (
-    NO_MODEL,
-    Candidate,
-    Datastore,
-    DatastoreReport,
-    Principal,
-    QueryResult,
-    QuerySpec,
-    SearchMode,
-    Vector,
-)
+from service.models import NO_MODEL, Datastore, Principal, SearchMode, Vector
+from service.query_models import Candidate, DatastoreReport, QueryResult, QuerySpec
 from service.settings import Settings
 from service.storage import search_plan, sizes
 from service.storage.database import Database

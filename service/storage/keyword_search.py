@@ -25,7 +25,8 @@ from psycopg import sql
 from psycopg.rows import RowFactory, namedtuple_row
 
 from service import scoring
-from service.models import Candidate, Datastore, Vector
+from service.models import Datastore, Vector
+from service.query_models import Candidate
 from service.storage.filters import Compiled
 from service.storage.partitions import partition_name
 from service.storage.vector_search import ChunkRow, Pending, chunk_hit, distance_sql

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from service.models import Candidate, Datastore, Vector
+from service.models import Datastore, Vector
+from service.query_models import Candidate
 from service.storage import keyword_search, vector_search
 from service.storage.database import Connection, Database
 from service.storage.filters import Compiled

@@ -28,7 +28,8 @@ from psycopg import sql
 from psycopg.rows import RowFactory, namedtuple_row
 
 from service import scoring
-from service.models import Candidate, Datastore, Hit, JsonObject, Vector
+from service.models import Datastore, JsonObject, Vector
+from service.query_models import Candidate, Hit
 from service.storage.filters import Compiled
 from service.storage.partitions import embedding_expr, partition_name, stored_expr
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from service.models import Candidate, Datastore, DatastoreConfig, Hit, Metric, SearchMode
+from service.models import Datastore, DatastoreConfig, Metric, SearchMode
+from service.query_models import Candidate, Hit
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.core.fusion import reciprocal_rank_fusion
-from service.models import Candidate
+from service.query_models import Candidate
 from tests.helpers.values import candidate
 
 DS = uuid.UUID(int=0)

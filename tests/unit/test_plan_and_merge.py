@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from service.core import query_plan
 from service.core.query_plan import FALLBACK_HITS, Plan
-from service.models import Candidate, QuerySpec, SearchMode
+from service.models import SearchMode
+from service.query_models import Candidate, QuerySpec
 from tests.helpers.values import candidate, datastore
 
 TEXT = QuerySpec(text="rivers")
