@@ -47,12 +47,7 @@ def one_datastore(path: Path, sizes: dict[str, dict[str, Any]], title: str) -> N
     for ax in axes.flat:
         ax.set_xscale("log")
         ax.set_xlabel("chunks in the datastore")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, axes, title, path)
 
 
 def many_datastores(
@@ -82,6 +77,11 @@ def many_datastores(
     agent.plot([int(k) for k in sizes], [agents[k]["p50_ms"] for k in sizes], "o-", label="p50")
     agent.set_xlabel("datastores attached to the agent")
     agent.set_ylabel("agent query (ms)")
+    _save(fig, axes, title, path)
+
+
+def _save(fig: Any, axes: Any, title: str, path: Path) -> None:
+    """Grid and legend on every panel, the title, then the PNG."""
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
