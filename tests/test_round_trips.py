@@ -8,6 +8,7 @@ on (Sync, Flush, or a simple Query such as COMMIT).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,13 +35,23 @@ DOCS = [
 
 @pytest.fixture
 def traced(app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Protocol messages the client sent while the service held a pooled connection."""
+    """Protocol messages the client sent while a call thread held a pooled connection.
+
+    Only connections taken by the threads that serve calls (named ``rpc_*``) are
+    traced: background threads (the spare-partition filler, woken by this test's own
+    CreateDatastore calls, among them) share the pool and would add their statements.
+    """
     sent: list[str] = []
     plain = app.db.connection
-    trace = tmp_path / "libpq.trace"
+    traces = iter(range(1_000_000))
 
     @contextmanager
     def connection() -> Iterator[psycopg.Connection]:
+        if not threading.current_thread().name.startswith("rpc"):
+            with plain() as conn:
+                yield conn
+            return
+        trace = tmp_path / f"libpq-{next(traces)}.trace"
         with plain() as conn, trace.open("w") as f:
             conn.pgconn.trace(f.fileno())
             conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
