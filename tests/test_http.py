@@ -109,6 +109,30 @@ def test_errors_are_connect_json_with_grpc_codes(
     assert set(body) == {"code", "message"}
 
 
+def test_the_request_id_is_a_response_header_on_success_and_failure(
+    http_url: str, new_key: Callable[..., str]
+) -> None:
+    """Over HTTP the request id is a header (over gRPC, trailing metadata:
+    tests/test_observability.py), the caller's own when it is a safe token."""
+    headers = {"content-type": "application/json", "authorization": f"Bearer {new_key()}"}
+    path = f"/{PKG}.DatastoreService/"
+    ok = urllib.request.Request(
+        http_url + path + "CreateDatastore",
+        data=b'{"name": "ids"}',
+        headers={**headers, "x-request-id": "job42-doc7"},
+    )
+    with urllib.request.urlopen(ok, timeout=30) as r:
+        assert (r.status, r.headers["x-request-id"]) == (200, "job42-doc7")
+    missing = json.dumps({"id": str(uuid.uuid4())}).encode()
+    failed = urllib.request.Request(http_url + path + "GetDatastore", data=missing, headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(failed, timeout=30)
+    with info.value as error:  # closes its connection
+        assert (error.code, json.loads(error.read())["code"]) == (404, "not_found")
+        generated = error.headers["x-request-id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+
+
 def test_permission_denied_for_another_users_datastore(
     http_url: str, new_key: Callable[..., str]
 ) -> None:

@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from typing import cast
 
 import grpc
 import numpy as np
@@ -175,7 +176,7 @@ def test_access_line_carries_the_request_id_code_and_duration(
             ),
             metadata=((REQUEST_ID_KEY, request_id),),
         )
-    assert (REQUEST_ID_KEY, request_id) in call.initial_metadata()
+    assert (REQUEST_ID_KEY, request_id) in call.trailing_metadata()
     [record] = access_lines(caplog, request_id)
     fields = record.access  # type: ignore[attr-defined]
     assert fields["method"] == f"/{RETRIEVAL}/Query"
@@ -200,9 +201,9 @@ def test_a_failed_call_gets_a_generated_request_id_back(
         pytest.raises(grpc.RpcError) as info,
     ):
         client.datastores.GetDatastore(missing, metadata=((REQUEST_ID_KEY, unsafe),))
-    sent = dict(info.value.initial_metadata())  # type: ignore[attr-defined]
+    sent = dict(cast(grpc.Call, info.value).trailing_metadata() or ())
     request_id = sent[REQUEST_ID_KEY]
-    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert isinstance(request_id, str) and len(request_id) == 32 and int(request_id, 16) >= 0
     [record] = access_lines(caplog, request_id)
     fields = record.access  # type: ignore[attr-defined]
     assert fields["code"] == "NotFound"

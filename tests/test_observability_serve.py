@@ -37,7 +37,7 @@ def test_json_logs_and_metrics_port(app: App, pg_url: str, tmp_path: Path) -> No
             _, call = client.retrieval.Query.with_call(
                 pb.QueryRequest(datastores=pb.DatastoreIds(ids=[ds.id]), text=question)
             )
-        request_id = dict(call.initial_metadata())["x-request-id"]
+        request_id = dict(call.trailing_metadata())["x-request-id"]
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as reply:
             exposition = reply.read().decode()

@@ -17,6 +17,7 @@ from service._proto.agentopia.retrieval.v1 import retrieval_pb2 as pb
 from service._proto.agentopia.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from service.api.aio_bridge import Handler, Runner
 from service.api.decoding import tolerant_handler
+from service.api.event_loop import new_event_loop
 from service.api.limits import Gate, PrincipalSlots
 from service.api.servicers.agents import AgentServicer
 from service.api.servicers.datastores import DatastoreServicer
@@ -164,7 +165,7 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
 
 def create_server(app: App, address: str) -> RetrievalServer:
     """Build, bind and start the server on ``address`` (port 0 picks a free one)."""
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:

@@ -54,6 +54,10 @@ def connect_code(code: grpc.StatusCode) -> Code:
 class HttpServicerContext(grpc.ServicerContext):
     """One HTTP call seen as a gRPC call; see the module docstring for its contract."""
 
+    # initial metadata cost nothing of their own here: they are the response's headers
+    # (observability.return_request_id sends the request id as one)
+    headers_go_with_the_response = True
+
     def __init__(self, request: RequestContext[Any, Any]) -> None:
         self._request = request
         self._lock = threading.Lock()

@@ -14,6 +14,7 @@ from concurrent import futures
 import uvicorn
 
 from service.api.aio_bridge import Runner
+from service.api.event_loop import new_event_loop
 from service.api.http.asgi import HttpApp
 from service.api.http.endpoints import build_endpoints
 from service.api.limits import Gate, PrincipalSlots, current_slots
@@ -123,9 +124,12 @@ def create_http_server(
         raise OSError(f"cannot bind the HTTP port to {host}:{port}: {e}") from e
     bound = int(sock.getsockname()[1])
     server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=lambda: asyncio.run(server.serve(sockets=[sock])), name="http", daemon=True
-    )
+
+    def serve() -> None:
+        with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
+            loop_runner.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=serve, name="http", daemon=True)
     thread.start()
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not server.started:
