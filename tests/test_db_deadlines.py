@@ -29,7 +29,10 @@ from service.storage.partitions import index_name, partition_name
 from tests.helpers.rpc import status_of, vector_datastore
 
 DIMS = 1024
-ROWS = 30_000
+# A few hundred ms: how soon a deadline or a cancellation must end the call and its
+# statement (on a loaded 2-core machine a cancel has taken 0.75 s to land).
+WINDOW_S = 0.8
+ROWS = 60_000  # about 2 s of exact search: the checks' windows leave room for load
 BASE = 500  # distinct random vectors, each stored ROWS / BASE times (setup speed)
 
 
@@ -142,21 +145,21 @@ def gone_within(seconds: float, check: Callable[[], bool]) -> bool:
 
 
 def test_a_50ms_deadline_ends_the_call_and_its_statement(app: App, big: Big) -> None:
-    # twice the 0.3 s the checks below allow: a statement left running would still be seen
-    assert big.unbounded_s > 0.6, f"too fast to mean anything: {big.unbounded_s:.2f} s"
+    # twice the WINDOW_S the checks below allow: a statement left running would still be seen
+    assert big.unbounded_s > 2 * WINDOW_S, f"too fast to mean anything: {big.unbounded_s:.2f} s"
     start = time.monotonic()
     code, _ = status_of(lambda: big.client.retrieval.Query(exact_query(big.ds_id), timeout=0.05))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - start < 0.3
+    assert time.monotonic() - start < WINDOW_S
     # The server cancelled the statement at the deadline, long before it would end.
-    assert gone_within(0.3, lambda: running(app, big.ds_id) == 0)
+    assert gone_within(WINDOW_S, lambda: running(app, big.ds_id) == 0)
 
 
 def test_the_server_reports_the_deadline_as_deadline_exceeded(app: App, big: Big) -> None:
     start = time.monotonic()
     with pytest.raises(DeadlineExceeded), call_scope.opened(0.05):
         app.retrieval.query(big.principal, big.spec())
-    assert time.monotonic() - start < 0.4
+    assert time.monotonic() - start < WINDOW_S
     assert running(app, big.ds_id) == 0
 
 
@@ -164,7 +167,7 @@ def test_a_cancelled_call_cancels_its_statement(app: App, big: Big) -> None:
     future = big.client.retrieval.Query.future(exact_query(big.ds_id))
     assert gone_within(2.0, lambda: running(app, big.ds_id) >= 1)  # the search is under way
     future.cancel()
-    assert gone_within(0.3, lambda: running(app, big.ds_id) == 0)
+    assert gone_within(WINDOW_S, lambda: running(app, big.ds_id) == 0)
     with pytest.raises(grpc.FutureCancelledError):
         future.result()
 
