@@ -62,6 +62,27 @@ class HttpServer:
             self._own_executor.shutdown(wait=False, cancel_futures=True)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The HTTP port's bound TCP socket, its connections with Nagle's algorithm off.
+
+    Its protocol is named (IPPROTO_TCP, not 0): asyncio turns TCP_NODELAY on only for
+    sockets whose protocol says TCP. Without it each response's body, written after its
+    headers, waited for the client's delayed ACK: a Connect call took 48 ms instead of
+    5 (measured on a kept-alive connection). TCP_NODELAY is set here too; Linux passes
+    it on to the connections the socket accepts, whatever the event loop.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def create_http_server(
     app: App,
     host: str,
@@ -112,13 +133,9 @@ def create_http_server(
         timeout_keep_alive=5,
         timeout_graceful_shutdown=int(grace) or 1,
     )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = listening_socket(host, port)
     except OSError as e:
-        sock.close()
         if own_executor is not None:
             own_executor.shutdown(wait=False)
         raise OSError(f"cannot bind the HTTP port to {host}:{port}: {e}") from e
