@@ -30,7 +30,7 @@ from tests.helpers.rpc import status_of, vector_datastore
 
 DIMS = 1024
 # A few hundred ms: how soon a deadline or a cancellation must end the call and its
-# statement (on a loaded 2-core machine a cancel has taken 0.75 s to land).
+# statement (in a full run on a loaded 2-core machine one such call took 0.74 s).
 WINDOW_S = 0.8
 ROWS = 60_000  # about 2 s of exact search: the checks' windows leave room for load
 BASE = 500  # distinct random vectors, each stored ROWS / BASE times (setup speed)

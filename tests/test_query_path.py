@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack, closing
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -67,34 +68,27 @@ def files() -> Iterator[_Files]:
 def test_a_plain_query_runs_through_at_most_the_files_listed(
     files: _Files, settings: Settings, tmp_path: Path
 ) -> None:
-    app = App.open(settings.model_copy(update={"data_dir": tmp_path}))
-    try:
+    with ExitStack() as stack:  # closed in reverse: the client, the server, the app
+        app = App.open(settings.model_copy(update={"data_dir": tmp_path}))
+        stack.callback(app.close)
         server = create_server(app, "127.0.0.1:0")
-        try:
-            user = app.identity.create_user(f"{tmp_path.name}@query-path")
-            client = connect(
-                f"127.0.0.1:{server.port}", app.identity.create_key(user, Role.USER).key
+        stack.callback(server.stop, grace=1.0)
+        user = app.identity.create_user(f"{tmp_path.name}@query-path")
+        key = app.identity.create_key(user, Role.USER).key
+        client = stack.enter_context(closing(connect(f"127.0.0.1:{server.port}", key)))
+        ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="path"))
+        client.ingest.IngestDocuments(
+            pb.IngestDocumentsRequest(
+                datastore_id=ds.id,
+                documents=[pb.DocumentInput(external_id="a", text="cats sleep a lot")],
             )
-            try:
-                ds = client.datastores.CreateDatastore(pb.CreateDatastoreRequest(name="path"))
-                client.ingest.IngestDocuments(
-                    pb.IngestDocumentsRequest(
-                        datastore_id=ds.id,
-                        documents=[pb.DocumentInput(external_id="a", text="cats sleep a lot")],
-                    )
-                )
-                ids = pb.DatastoreIds(ids=[ds.id])
-                for _ in range(3):  # warm: caches filled, the connection's ef_search set
-                    client.retrieval.Query(pb.QueryRequest(datastores=ids, text="cats"))
-                files.recording = True
-                found = client.retrieval.Query(pb.QueryRequest(datastores=ids, text="dogs"))
-                files.recording = False
-            finally:
-                client.close()
-        finally:
-            server.stop(grace=1.0)
-    finally:
-        app.close()
+        )
+        ids = pb.DatastoreIds(ids=[ds.id])
+        for _ in range(3):  # warm: caches filled, the connection's ef_search set
+            client.retrieval.Query(pb.QueryRequest(datastores=ids, text="cats"))
+        files.recording = True
+        found = client.retrieval.Query(pb.QueryRequest(datastores=ids, text="dogs"))
+        files.recording = False
     assert found.hits
     path = files.server_side
     assert "core/retrieval.py" in path and "storage/vector_search.py" in path, path

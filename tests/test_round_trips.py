@@ -8,6 +8,7 @@ on (Sync, Flush, or a simple Query such as COMMIT).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,7 +44,7 @@ def traced(app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     """
     sent: list[str] = []
     plain = app.db.connection
-    traces = iter(range(1_000_000))
+    traces = itertools.count()
 
     @contextmanager
     def connection() -> Iterator[psycopg.Connection]:
